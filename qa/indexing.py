@@ -1,0 +1,227 @@
+"""The one place that runs corpus → chunking → encoders → store, for seeds, files and API writes alike."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from qa.chunking import Passage, chunk_article
+from qa.config import Settings
+from qa.corpus import Article, read_articles
+from qa.encoders import Encoder
+from qa.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+SEED = "seed"
+API = "api"
+FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    passages: int
+    seconds: float
+
+
+def passage_input(article: Article, passage: Passage) -> str:
+    """What the encoder sees for a passage: the article title gives a short passage its context."""
+    return f"{article.title}\n{passage.text}" if article.title else passage.text
+
+
+class Indexer:
+    """Chunks, encodes and stores articles; each call's articles land in the store in one transaction per batch."""
+
+    def __init__(self, store: Store, encoder: Encoder, *, chunking: dict[str, int], batch_size: int = 32) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.chunking = chunking
+        self.batch_size = batch_size
+
+    def chunk(self, article: Article) -> list[Passage]:
+        return chunk_article(article, **self.chunking)
+
+    def add(
+        self, articles: Iterable[Article], *, origin: str, progress: bool = False, commit_every: int = 256
+    ) -> dict[str, int]:
+        """Insert or replace articles; returns article id → passage count.
+
+        Work is committed every `commit_every` passages so a crash or ^C loses at most one batch.
+        """
+        counts: dict[str, int] = {}
+        pending: list[tuple[Article, list[Passage]]] = []
+        pending_passages = 0
+        bar = tqdm(desc="indexing", unit="passage", disable=not progress)
+        try:
+            for article in articles:
+                passages = self.chunk(article)
+                pending.append((article, passages))
+                pending_passages += len(passages)
+                if pending_passages >= commit_every:
+                    counts.update(self._commit(pending, origin, bar))
+                    pending, pending_passages = [], 0
+            counts.update(self._commit(pending, origin, bar))
+        finally:
+            bar.close()
+        return counts
+
+    def _commit(self, pending: Sequence[tuple[Article, list[Passage]]], origin: str, bar: tqdm) -> dict[str, int]:
+        if not pending:
+            return {}
+        texts = [passage_input(a, p) for a, passages in pending for p in passages]
+        vectors = self.encoder.encode_passages(texts, batch_size=self.batch_size)
+        items, offset = [], 0
+        for article, passages in pending:
+            items.append((article, passages, vectors[offset : offset + len(passages)]))
+            offset += len(passages)
+        self.store.upsert(items, origin=origin)
+        bar.update(len(texts))
+        return {a.id: len(p) for a, p in pending}
+
+    def delete(self, article_ids: Iterable[str]) -> int:
+        return self.store.delete(article_ids)
+
+    def sync(self, articles: Iterable[Article], *, origin: str, progress: bool = False) -> IndexReport:
+        """Make the store's articles of `origin` equal `articles`: add new, replace changed, drop missing."""
+        started = time.perf_counter()
+        known = self.store.fingerprints(origin)
+        wanted = {a.id: a for a in articles}
+        changed = [a for a in wanted.values() if known.get(a.id) != a.fingerprint]
+        gone = [i for i in known if i not in wanted]
+        counts = self.add(changed, origin=origin, progress=progress)
+        removed = self.delete(gone) if gone else 0
+        return IndexReport(
+            added=sum(1 for a in changed if a.id not in known),
+            updated=sum(1 for a in changed if a.id in known),
+            unchanged=len(wanted) - len(changed),
+            removed=removed,
+            passages=sum(counts.values()),
+            seconds=time.perf_counter() - started,
+        )
+
+
+def corpus_fingerprint(articles: Iterable[Article]) -> str:
+    digest = hashlib.sha256()
+    for article in sorted(articles, key=lambda a: a.id):
+        digest.update(f"{article.id}\0{article.fingerprint}\n".encode())
+    return digest.hexdigest()
+
+
+def stale_reason(store: Store, encoder: Encoder, chunking: dict[str, int]) -> str | None:
+    """Why vectors in `store` can't be reused with this model and chunking, or None if they can."""
+    manifest = store.manifest()
+    if manifest.model != encoder.name or manifest.dim != encoder.dim:
+        return f"built with model {manifest.model!r} (dim {manifest.dim}), configured {encoder.name!r}"
+    if manifest.chunking != chunking:
+        return f"built with chunking {manifest.chunking}, configured {chunking}"
+    return None
+
+
+def _swap_in(built: Path, target: Path) -> None:
+    """Replace `target` by `built`; the old folder is kept aside until the new one is in place."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(built, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_interrupted_swap(target: Path) -> None:
+    """A crash between the two renames of `_swap_in` leaves only `.NAME.old-PID`: put it back."""
+    if target.exists():
+        return
+    leftovers = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if leftovers:
+        log.warning("restoring %s from %s (a rebuild was interrupted)", target, leftovers[-1])
+        os.replace(leftovers[-1], target)
+
+
+def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, progress: bool) -> Store:
+    """Build a complete new index aside (re-embedding every article the old one held), then swap it in."""
+    target = settings.index_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = target.with_name(f".{target.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
+    try:
+        indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+        if previous is not None:
+            for origin, ids in previous.ids_by_origin().items():
+                articles = (a for i in ids if (a := previous.article(i)) is not None)
+                indexer.add(articles, origin=origin, progress=progress)
+            previous.close()
+        store.close()
+    except BaseException:
+        store.close()
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    _swap_in(building, target)
+    return Store.open(target)
+
+
+def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = False, progress: bool = False) -> Store:
+    """Open the configured index, rebuilding it when missing or stale and syncing it with the seeds."""
+    target = settings.index_dir
+    recover_interrupted_swap(target)
+    store: Store | None = None
+    if target.exists():
+        store = Store.open(target)
+        reason = "--rebuild asked" if force_rebuild else stale_reason(store, encoder, settings.chunking)
+        if reason:
+            log.warning("rebuilding index %s: %s", target, reason)
+            store = rebuild(settings, encoder, previous=store, progress=progress)
+    else:
+        log.info("no index at %s: building it", target)
+        store = rebuild(settings, encoder, previous=None, progress=progress)
+    sync_seeds(settings, store, encoder, progress=progress)
+    return store
+
+
+def sync_seeds(settings: Settings, store: Store, encoder: Encoder, *, progress: bool = False) -> IndexReport | None:
+    if not settings.seeds.exists():
+        log.warning("seeds folder %s not found: serving only what the index holds", settings.seeds)
+        return None
+    seeds = list(read_articles([settings.seeds]))
+    fingerprint = corpus_fingerprint(seeds)
+    if store.manifest().seeds_fingerprint == fingerprint:
+        return None
+    indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+    report = indexer.sync(seeds, origin=SEED, progress=progress)
+    store.set_meta(seeds_fingerprint=fingerprint)
+    log.info(
+        "seeds synced: %d added, %d updated, %d unchanged, %d removed, %d passages in %.1f s",
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.removed,
+        report.passages,
+        report.seconds,
+    )
+    return report
+
+
+__all__ = [
+    "API",
+    "FILE",
+    "SEED",
+    "IndexReport",
+    "Indexer",
+    "StoreError",
+    "corpus_fingerprint",
+    "open_index",
+    "passage_input",
+    "rebuild",
+    "sync_seeds",
+]

@@ -1,0 +1,42 @@
+"""The loaded service: model, index, indexer and retriever, built once per process by the API or the CLI."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from qa.config import Settings
+from qa.encoders import SentenceTransformerEncoder, load_encoder
+from qa.indexing import Indexer, open_index
+from qa.retriever import Retriever
+from qa.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    encoder: SentenceTransformerEncoder
+    store: Store
+    indexer: Indexer
+    retriever: Retriever
+    load_seconds: float
+
+    @classmethod
+    def load(cls, settings: Settings, *, force_rebuild: bool = False, progress: bool = False) -> Service:
+        started = time.perf_counter()
+        encoder = load_encoder(settings)
+        store = open_index(settings, encoder, force_rebuild=force_rebuild, progress=progress)
+        indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+        seconds = time.perf_counter() - started
+        manifest = store.manifest()
+        log.info(
+            "ready in %.1f s: %d articles, %d passages, model %s", seconds, manifest.articles, manifest.passages,
+            manifest.model,
+        )
+        return cls(settings, encoder, store, indexer, Retriever(store, encoder), seconds)
+
+    def close(self) -> None:
+        self.store.close()

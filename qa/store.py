@@ -1,0 +1,432 @@
+"""One index on disk: FAISS vectors, a SQLite table of articles and passages, and `manifest.json`.
+
+SQLite is the source of truth and the commit point: every write is one transaction that also stores the
+passage vectors and bumps a generation counter. The FAISS file is a derived cache saved after the commit
+(write aside, fsync, rename); if a crash leaves it behind the database, `Store.open` rebuilds it from the
+stored vectors. The store knows nothing of parsing, chunking or models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from qa.chunking import Passage
+from qa.corpus import Article
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DB_FILE = "store.sqlite"
+FAISS_FILE = "vectors.faiss"
+MANIFEST_FILE = "manifest.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    published_at TEXT,
+    source TEXT,
+    author TEXT,
+    url TEXT,
+    fingerprint TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS passages (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,   -- the FAISS id; never reused
+    id TEXT NOT NULL UNIQUE,                  -- the stable public id, "<article id>:<ordinal>"
+    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    sentences TEXT NOT NULL,                  -- JSON [[start, end], ...] relative to text
+    vector BLOB NOT NULL                      -- float32, L2-normalised
+);
+CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
+"""
+
+
+class StoreError(RuntimeError):
+    """The index directory is missing, corrupt, or of another format; the message says how to rebuild."""
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    format_version: int
+    model: str
+    dim: int
+    articles: int
+    passages: int
+    generation: int
+    index_kind: str
+    chunking: dict[str, int]
+    seeds_fingerprint: str
+    created_at: str
+    updated_at: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPassage:
+    key: int
+    passage: Passage
+    article: Article
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write aside, fsync, rename: readers and crashes see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _article_row(article: Article, origin: str) -> tuple[Any, ...]:
+    published = article.published_at.isoformat() if article.published_at else None
+    return (
+        article.id,
+        article.title,
+        article.body,
+        published,
+        article.source,
+        article.author,
+        article.url,
+        article.fingerprint,
+        origin,
+        time.time(),
+    )
+
+
+def _article_from_row(row: sqlite3.Row) -> Article:
+    published = datetime.fromisoformat(row["published_at"]) if row["published_at"] else None
+    return Article(
+        id=row["id"],
+        title=row["title"],
+        body=row["body"],
+        published_at=published,
+        source=row["source"],
+        author=row["author"],
+        url=row["url"],
+        fingerprint=row["fingerprint"],
+    )
+
+
+def _new_faiss_index(dim: int) -> faiss.IndexIDMap2:
+    # Inner product over L2-normalised vectors is cosine similarity.
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+class Store:
+    """Articles, passages and their vectors in one directory; safe to share between threads."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, index: faiss.Index) -> None:
+        self.path = path
+        self._conn = conn
+        self._index = index
+        self._lock = threading.RLock()
+
+    # --- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, *, model: str, dim: int, chunking: dict[str, int]) -> Store:
+        """A new, empty store in `path` (which must not exist or be empty)."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(f"cannot create an index in {path}: the folder is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        conn = cls._connect(path / DB_FILE)
+        now = datetime.now().isoformat(timespec="seconds")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": model,
+            "dim": dim,
+            "generation": 0,
+            "index_kind": "flat",
+            "chunking": chunking,
+            "seeds_fingerprint": "",
+            "created_at": now,
+            "updated_at": now,
+        }
+        with conn:
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+            )
+        store = cls(path, conn, _new_faiss_index(dim))
+        store._save_derived()
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open an existing store; rebuilds the FAISS file from the database if a crash left it stale."""
+        path = Path(path)
+        db = path / DB_FILE
+        if not db.is_file():
+            raise StoreError(f"no index at {path} ({DB_FILE} missing): build one with `qa index`")
+        try:
+            conn = cls._connect(db)
+            version = int(json.loads(conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]))
+        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            raise StoreError(f"index at {path} is corrupt ({exc}): rebuild it with `qa index --rebuild`") from exc
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"index at {path} has format {version}, this version reads {FORMAT_VERSION}: "
+                "rebuild it with `qa index --rebuild`"
+            )
+        store = cls(path, conn, _new_faiss_index(1))
+        store._index = store._load_faiss()
+        return store
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        conn.isolation_level = "DEFERRED"  # `with conn:` now wraps a real transaction
+        return conn
+
+    def _load_faiss(self) -> faiss.Index:
+        manifest = self.manifest()
+        file = self.path / FAISS_FILE
+        on_disk = self._read_manifest_file()
+        if file.is_file() and on_disk.get("generation") == manifest.generation:
+            try:
+                index = faiss.read_index(str(file))
+                if index.ntotal == manifest.passages and index.d == manifest.dim:
+                    return index
+            except RuntimeError as exc:  # FAISS raises RuntimeError on a damaged file
+                log.warning("FAISS file %s unreadable (%s); rebuilding it from the database", file, exc)
+        log.warning("FAISS file in %s is behind the database; rebuilding it from stored vectors", self.path)
+        index = _new_faiss_index(manifest.dim)
+        for keys, vectors in self._iter_vectors():
+            index.add_with_ids(vectors, keys)
+        self._index = index
+        self._save_derived()
+        return index
+
+    def _iter_vectors(self, batch: int = 10_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        cur = self._conn.execute("SELECT key, vector FROM passages ORDER BY key")
+        while rows := cur.fetchmany(batch):
+            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield keys, vectors
+
+    def _read_manifest_file(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    # --- metadata ------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self._conn.execute("SELECT key, value FROM meta")}
+
+    def manifest(self) -> Manifest:
+        with self._lock:
+            meta = self._meta()
+            articles = self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+            passages = self._conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
+        known = set(Manifest.__dataclass_fields__) - {"articles", "passages", "extra"}
+        return Manifest(
+            **{k: meta[k] for k in known},
+            articles=articles,
+            passages=passages,
+            extra={k: v for k, v in meta.items() if k not in known},
+        )
+
+    def set_meta(self, **values: Any) -> None:
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        data = asdict(self.manifest())
+        atomic_write_bytes(self.path / MANIFEST_FILE, json.dumps(data, ensure_ascii=False, indent=2).encode())
+
+    def _save_derived(self) -> None:
+        """FAISS file first, then the manifest naming its generation: a crash between them means a rebuild."""
+        atomic_write_bytes(self.path / FAISS_FILE, faiss.serialize_index(self._index).tobytes())
+        self._write_manifest()
+
+    # --- writes --------------------------------------------------------------------------------
+    def upsert(self, items: Sequence[tuple[Article, Sequence[Passage], np.ndarray]], *, origin: str) -> None:
+        """Insert or replace whole articles with their passages and vectors, in one transaction."""
+        if not items:
+            return
+        dim = self.manifest().dim
+        for article, passages, vectors in items:
+            if vectors.shape != (len(passages), dim):
+                raise ValueError(
+                    f"article {article.id!r}: {len(passages)} passages but vectors of shape {vectors.shape}"
+                )
+        with self._lock:
+            ids = [a.id for a, _, _ in items]
+            old_keys = self._keys_of(ids)
+            new_keys: list[int] = []
+            new_vectors: list[np.ndarray] = []
+            with self._conn:
+                self._conn.executemany("DELETE FROM articles WHERE id = ?", [(i,) for i in ids])
+                self._conn.executemany(
+                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_article_row(a, origin) for a, _, _ in items],
+                )
+                for _article, passages, vectors in items:
+                    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                    for passage, vector in zip(passages, vectors, strict=True):
+                        cur = self._conn.execute(
+                            "INSERT INTO passages(id, article_id, ordinal, start, end, text, sentences, vector)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                passage.id,
+                                passage.article_id,
+                                passage.ordinal,
+                                passage.start,
+                                passage.end,
+                                passage.text,
+                                json.dumps(passage.sentences),
+                                vector.tobytes(),
+                            ),
+                        )
+                        new_keys.append(int(cur.lastrowid or 0))
+                    new_vectors.append(vectors)
+                self._bump_generation()
+            self._apply_to_faiss(old_keys, new_keys, new_vectors)
+
+    def delete(self, article_ids: Iterable[str]) -> int:
+        """Remove articles and their passages; returns how many articles existed."""
+        ids = list(article_ids)
+        with self._lock:
+            old_keys = self._keys_of(ids)
+            with self._conn:
+                removed = sum(
+                    self._conn.execute("DELETE FROM articles WHERE id = ?", (i,)).rowcount for i in ids
+                )
+                if removed:
+                    self._bump_generation()
+            if removed:
+                self._apply_to_faiss(old_keys, [], [])
+        return removed
+
+    def _keys_of(self, article_ids: Sequence[str]) -> list[int]:
+        keys: list[int] = []
+        for i in article_ids:
+            keys.extend(r[0] for r in self._conn.execute("SELECT key FROM passages WHERE article_id = ?", (i,)))
+        return keys
+
+    def _bump_generation(self) -> None:
+        self._conn.execute(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'"
+        )
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('updated_at', ?)",
+            (json.dumps(datetime.now().isoformat(timespec="seconds")),),
+        )
+
+    def _apply_to_faiss(self, removed: list[int], added: list[int], vectors: list[np.ndarray]) -> None:
+        if removed:
+            self._index.remove_ids(np.asarray(removed, dtype=np.int64))
+        if added:
+            self._index.add_with_ids(np.vstack(vectors), np.asarray(added, dtype=np.int64))
+        self._save_derived()
+
+    # --- reads ---------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, keys) per query row; missing slots have key -1."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock:
+            if self._index.ntotal == 0 or k <= 0:
+                n = queries.shape[0]
+                return np.zeros((n, 0), dtype=np.float32), np.zeros((n, 0), dtype=np.int64)
+            return self._index.search(queries, min(k, self._index.ntotal))
+
+    def passages_by_key(self, keys: Sequence[int]) -> dict[int, StoredPassage]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT p.key, p.id AS pid, p.article_id, p.ordinal, p.start, p.end, p.text, p.sentences, a.*"
+                f" FROM passages p JOIN articles a ON a.id = p.article_id WHERE p.key IN ({marks})",
+                [int(k) for k in keys],
+            ).fetchall()
+        out: dict[int, StoredPassage] = {}
+        for r in rows:
+            passage = Passage(
+                id=r["pid"],
+                article_id=r["article_id"],
+                ordinal=r["ordinal"],
+                text=r["text"],
+                start=r["start"],
+                end=r["end"],
+                sentences=tuple(tuple(s) for s in json.loads(r["sentences"])),
+            )
+            out[r["key"]] = StoredPassage(r["key"], passage, _article_from_row(r))
+        return out
+
+    def article(self, article_id: str) -> Article | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return _article_from_row(row) if row else None
+
+    def articles(self, *, offset: int = 0, limit: int | None = None) -> list[Article]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM articles ORDER BY id LIMIT ? OFFSET ?", (-1 if limit is None else limit, offset)
+            ).fetchall()
+        return [_article_from_row(r) for r in rows]
+
+    def fingerprints(self, origin: str | None = None) -> dict[str, str]:
+        """Article id → fingerprint, optionally only for articles of one origin ("seed", "api", ...)."""
+        sql = "SELECT id, fingerprint FROM articles" + (" WHERE origin = ?" if origin else "")
+        with self._lock:
+            return dict(self._conn.execute(sql, (origin,) if origin else ()).fetchall())
+
+    def ids_by_origin(self) -> dict[str, list[str]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT origin, id FROM articles ORDER BY id").fetchall()
+        out: dict[str, list[str]] = {}
+        for origin, article_id in rows:
+            out.setdefault(origin, []).append(article_id)
+        return out
+
+    def passage_counts(self, article_ids: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {
+                i: self._conn.execute("SELECT COUNT(*) FROM passages WHERE article_id = ?", (i,)).fetchone()[0]
+                for i in article_ids
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

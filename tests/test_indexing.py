@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qa.config import Settings
+from qa.indexing import open_index
+from tests.fakes import HashingEncoder
+
+SEEDS = Path(__file__).resolve().parents[1] / "seeds"
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    return Settings(data_dir=tmp_path / "data", seeds=seeds)
+
+
+def passage_ids(store) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for article in store.articles():
+        out[article.id] = []
+    rows = store._conn.execute("SELECT article_id, id FROM passages ORDER BY article_id, ordinal").fetchall()
+    for article_id, pid in rows:
+        out[article_id].append(pid)
+    return out
+
+
+def test_builds_from_seeds_then_reuses(settings):
+    encoder = HashingEncoder()
+    store = open_index(settings, encoder)
+    manifest = store.manifest()
+    assert manifest.articles == 5 and manifest.passages >= 5
+    assert manifest.model == encoder.name and manifest.dim == encoder.dim
+    assert manifest.seeds_fingerprint
+    ids = passage_ids(store)
+    store.close()
+
+    calls = encoder.calls
+    again = open_index(settings, encoder)
+    assert encoder.calls == calls, "an unchanged index must not be re-encoded"
+    assert passage_ids(again) == ids, "passage ids are stable across re-opening"
+    again.close()
+
+
+def test_changed_seed_is_reindexed_alone(settings):
+    encoder = HashingEncoder()
+    store = open_index(settings, encoder)
+    before = passage_ids(store)
+    store.close()
+
+    changed = settings.seeds / "002_793d685470df229a.txt"
+    changed.write_text(changed.read_text(encoding="utf-8") + "\nMột câu mới về quận Nam Từ Liêm.", encoding="utf-8")
+    (settings.seeds / "000_bfda8b1290abb0d5.txt").unlink()
+
+    store = open_index(settings, encoder)
+    after = passage_ids(store)
+    assert "000_bfda8b1290abb0d5" not in after
+    assert after["001_664a696c625e304a"] == before["001_664a696c625e304a"]
+    assert "Một câu mới" in store.article("002_793d685470df229a").body
+    store.close()
+
+
+def test_other_model_triggers_rebuild_keeping_api_articles(settings):
+    from qa.corpus import Article
+    from qa.indexing import API, Indexer
+
+    store = open_index(settings, HashingEncoder(dim=64))
+    extra = Article(id="api-1", title="Bài thêm", body="Hà Nội có mưa lớn vào chiều nay.", published_at=None,
+                    source=None, author=None, fingerprint="x")
+    Indexer(store, HashingEncoder(dim=64), chunking=settings.chunking).add([extra], origin=API)
+    store.close()
+
+    other = HashingEncoder(dim=32, name="another-model")
+    rebuilt = open_index(settings, other)
+    manifest = rebuilt.manifest()
+    assert manifest.model == "another-model" and manifest.dim == 32
+    assert rebuilt.article("api-1") is not None, "articles added through the API survive a model change"
+    assert manifest.articles == 6
+    assert not list(settings.data_dir.glob(".default.*")), "no leftovers of the rebuild"
+    rebuilt.close()
+
+
+def test_interrupted_swap_is_recovered(settings):
+    encoder = HashingEncoder()
+    open_index(settings, encoder).close()
+    # A crash between the two renames of a rebuild leaves only the old folder, set aside.
+    settings.index_dir.rename(settings.data_dir / ".default.old-12345")
+    store = open_index(settings, encoder)
+    assert store.manifest().articles == 5
+    store.close()

@@ -1,0 +1,53 @@
+"""Retrieval sanity on the shipped seeds with the real default model: the right article comes first."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.text import strip_accents
+
+# (question, article id, a string the top passage must contain)
+QUESTIONS = [
+    ("Quận Nam Từ Liêm có bao nhiêu đảng viên?", "002_793d685470df229a", "10.254 đảng viên"),
+    ("Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "004_883b030afed6ad88", "Hoàng Trung Hải"),
+    ("Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?", "003_0b6753d6958e9fca", "11.085,046"),
+    ("Hạn hoàn thành đại hội tổ chức cơ sở Đảng là ngày nào?", "001_664a696c625e304a", "15/6"),
+    ("Thành ủy Hà Nội báo cáo gì về công tác xây dựng Đảng 6 tháng đầu năm 2020?", "000_bfda8b1290abb0d5", ""),
+    ("Quận Đống Đa khen thưởng bao nhiêu tổ chức cơ sở đảng?", "003_0b6753d6958e9fca", "17 tổ chức"),
+]
+
+
+@pytest.mark.parametrize(("question", "article_id", "needle"), QUESTIONS)
+def test_right_article_first(service, question, article_id, needle):
+    hits = service.retriever.search(question, top_k=3)
+    assert hits, "no hits"
+    assert hits[0].article.id == article_id, [h.article.id for h in hits]
+    if needle:
+        assert any(needle in h.passage.text for h in hits[:3])
+
+
+def test_answer_passage_first_and_highlighted(service):
+    hit = service.retriever.search("Quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=1)[0]
+    assert "10.254 đảng viên" in hit.passage.text
+    assert hit.article.title.startswith("Chủ tịch HĐND TP Hà Nội")
+    (start, end), *_ = hit.highlights
+    assert "10.254 đảng viên" in hit.passage.text[start:end]
+
+
+def test_scores_sorted_and_bounded(service):
+    hits = service.retriever.search("đại hội Đảng bộ thành phố", top_k=5)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 + 1e-5 for s in scores)
+
+
+def test_one_per_article(service):
+    hits = service.retriever.search("đại hội Đảng", top_k=5, one_per_article=True)
+    ids = [h.article.id for h in hits]
+    assert len(ids) == len(set(ids)) == 5
+
+
+def test_question_without_tone_marks_finds_the_article(service):
+    question = strip_accents("Quận Nam Từ Liêm có bao nhiêu đảng viên?")
+    hits = service.retriever.search(question, top_k=3)
+    assert "002_793d685470df229a" in [h.article.id for h in hits]

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from qa.chunking import chunk_text
+from qa.corpus import Article
+from qa.store import DB_FILE, FAISS_FILE, MANIFEST_FILE, Store, StoreError
+from tests.fakes import HashingEncoder
+
+ENC = HashingEncoder()
+CHUNKING = {"target_words": 20, "max_words": 30, "min_words": 5, "overlap_sentences": 1}
+
+
+def make_article(article_id: str, body: str, **kw) -> Article:
+    return Article(
+        id=article_id,
+        title=kw.pop("title", f"Bài {article_id}"),
+        body=body,
+        published_at=kw.pop("published_at", datetime(2021, 1, 15, 11, 53)),
+        source=kw.pop("source", "LĐTĐ"),
+        author=kw.pop("author", "X.Sinh"),
+        fingerprint=kw.pop("fingerprint", f"fp-{article_id}-{hash(body)}"),
+        **kw,
+    )
+
+
+def item(article: Article):
+    passages = chunk_text(article.id, article.body, **CHUNKING)
+    return article, passages, ENC.encode_passages([p.text for p in passages])
+
+
+BODY_A = "Quận Đống Đa thu ngân sách 11.085,046 tỷ đồng. Đạt 100,52% dự toán giao. " * 3
+BODY_B = "Đảng bộ quận Nam Từ Liêm có 10.254 đảng viên. Quận có 38 tổ chức cơ sở Đảng. " * 3
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
+    yield s
+    s.close()
+
+
+def test_round_trip_survives_reopen(store, tmp_path):
+    store.upsert([item(make_article("a", BODY_A)), item(make_article("b", BODY_B))], origin="seed")
+    manifest = store.manifest()
+    store.close()
+
+    reopened = Store.open(tmp_path / "idx")
+    assert reopened.manifest().passages == manifest.passages > 0
+    assert reopened.manifest().articles == 2
+    assert reopened.article("a") == make_article("a", BODY_A)
+    scores, keys = reopened.search(ENC.encode_queries(["bao nhiêu đảng viên"]), 3)
+    top = reopened.passages_by_key([int(keys[0][0])])[int(keys[0][0])]
+    assert top.article.id == "b"
+    assert top.article.body[top.passage.start : top.passage.end] == top.passage.text
+    on_disk = json.loads((tmp_path / "idx" / MANIFEST_FILE).read_text())
+    assert on_disk["passages"] == manifest.passages and on_disk["model"] == ENC.name
+    reopened.close()
+
+
+def test_upsert_replaces_and_delete_removes(store):
+    store.upsert([item(make_article("a", BODY_A))], origin="api")
+    first = store.manifest()
+    store.upsert([item(make_article("a", BODY_B))], origin="api")
+    after = store.manifest()
+    assert after.articles == 1 and after.generation == first.generation + 1
+    _, keys = store.search(ENC.encode_queries(["ngân sách"]), 10)
+    texts = [r.passage.text for r in store.passages_by_key([int(k) for k in keys[0]]).values()]
+    assert texts and all("ngân sách" not in t for t in texts)
+    assert store.delete(["a", "missing"]) == 1
+    assert store.manifest().passages == 0
+    assert store.search(ENC.encode_queries(["ngân sách"]), 10)[1].size == 0
+
+
+def test_rejects_vectors_of_wrong_shape(store):
+    article, passages, vectors = item(make_article("a", BODY_A))
+    with pytest.raises(ValueError, match="vectors of shape"):
+        store.upsert([(article, passages, vectors[:, :10])], origin="api")
+    assert store.manifest().articles == 0
+
+
+def test_stale_faiss_file_is_rebuilt_from_database(store, tmp_path):
+    store.upsert([item(make_article("a", BODY_A))], origin="seed")
+    stale = (tmp_path / "idx" / FAISS_FILE).read_bytes()
+    store.upsert([item(make_article("b", BODY_B))], origin="seed")
+    store.close()
+    # As if the process died after the database commit but before the FAISS file was replaced.
+    (tmp_path / "idx" / FAISS_FILE).write_bytes(stale)
+    reopened = Store.open(tmp_path / "idx")
+    _, keys = reopened.search(ENC.encode_queries(["đảng viên Nam Từ Liêm"]), 1)
+    assert reopened.passages_by_key([int(keys[0][0])])[int(keys[0][0])].article.id == "b"
+    reopened.close()
+
+
+def test_truncated_faiss_file_is_rebuilt(store, tmp_path):
+    store.upsert([item(make_article("a", BODY_A))], origin="seed")
+    store.close()
+    (tmp_path / "idx" / FAISS_FILE).write_bytes(b"garbage")
+    reopened = Store.open(tmp_path / "idx")
+    assert reopened.search(ENC.encode_queries(["ngân sách"]), 1)[1].size == 1
+    reopened.close()
+
+
+def test_missing_and_corrupt_index_raise_store_error(tmp_path):
+    with pytest.raises(StoreError, match="qa index"):
+        Store.open(tmp_path / "nothing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="corrupt"):
+        Store.open(tmp_path / "bad")
+
+
+def test_other_format_version_is_refused(store, tmp_path):
+    store.close()
+    conn = sqlite3.connect(tmp_path / "idx" / DB_FILE)
+    with conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE key = 'format_version'")
+    conn.close()
+    with pytest.raises(StoreError, match="format 999"):
+        Store.open(tmp_path / "idx")
+
+
+def test_create_refuses_non_empty_folder(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(StoreError, match="not empty"):
+        Store.create(tmp_path / "full", model="m", dim=4, chunking=CHUNKING)
+
+
+def test_search_returns_normalised_cosine_scores(store):
+    store.upsert([item(make_article("a", BODY_A))], origin="seed")
+    scores, _ = store.search(ENC.encode_queries([BODY_A.split(". ")[0]]), 1)
+    assert 0.0 < scores[0][0] <= 1.0 + 1e-5
+    assert np.isfinite(scores).all()
