@@ -85,7 +85,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     service = Service.load(settings)
     try:
         started = time.perf_counter()
-        hits = service.retriever.search(args.question, args.top_k or settings.top_k)
+        hits = service.retriever.search(args.question, args.top_k or settings.top_k).hits
         took = (time.perf_counter() - started) * 1000
         if args.json:
             from qa.api.routes.ask import to_schema
@@ -106,7 +106,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qa", description="Vietnamese semantic question answering over news articles.")
+    parser = argparse.ArgumentParser(
+        prog="qa", description="Vietnamese semantic question answering over news articles."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

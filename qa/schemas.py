@@ -49,6 +49,7 @@ class AskHit(BaseModel):
 class AskResponse(BaseModel):
     question: str
     hits: list[AskHit]
+    total: int = Field(description="Passages that matched (within the candidate pool), before paging.")
     took_ms: float
     model: str
 

@@ -33,7 +33,10 @@ class Service:
         seconds = time.perf_counter() - started
         manifest = store.manifest()
         log.info(
-            "ready in %.1f s: %d articles, %d passages, model %s", seconds, manifest.articles, manifest.passages,
+            "ready in %.1f s: %d articles, %d passages, model %s",
+            seconds,
+            manifest.articles,
+            manifest.passages,
             manifest.model,
         )
         return cls(settings, encoder, store, indexer, Retriever(store, encoder), seconds)

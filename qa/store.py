@@ -138,6 +138,18 @@ def _article_from_row(row: sqlite3.Row) -> Article:
     )
 
 
+def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
+    return Passage(
+        id=row[id_column],
+        article_id=row["article_id"],
+        ordinal=row["ordinal"],
+        text=row["text"],
+        start=row["start"],
+        end=row["end"],
+        sentences=tuple((int(a), int(b)) for a, b in json.loads(row["sentences"])),
+    )
+
+
 def _new_faiss_index(dim: int) -> faiss.IndexIDMap2:
     # Inner product over L2-normalised vectors is cosine similarity.
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -329,9 +341,7 @@ class Store:
         with self._lock:
             old_keys = self._keys_of(ids)
             with self._conn:
-                removed = sum(
-                    self._conn.execute("DELETE FROM articles WHERE id = ?", (i,)).rowcount for i in ids
-                )
+                removed = sum(self._conn.execute("DELETE FROM articles WHERE id = ?", (i,)).rowcount for i in ids)
                 if removed:
                     self._bump_generation()
             if removed:
@@ -345,9 +355,7 @@ class Store:
         return keys
 
     def _bump_generation(self) -> None:
-        self._conn.execute(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'"
-        )
+        self._conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'")
         self._conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('updated_at', ?)",
             (json.dumps(datetime.now().isoformat(timespec="seconds")),),
@@ -361,14 +369,59 @@ class Store:
         self._save_derived()
 
     # --- reads ---------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, keys) per query row; missing slots have key -1."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, keys) per query row, optionally only among `allowed` keys; missing slots have key -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = queries.shape[0]
         with self._lock:
-            if self._index.ntotal == 0 or k <= 0:
-                n = queries.shape[0]
-                return np.zeros((n, 0), dtype=np.float32), np.zeros((n, 0), dtype=np.int64)
-            return self._index.search(queries, min(k, self._index.ntotal))
+            pool = self._index.ntotal if allowed is None else min(len(allowed), self._index.ntotal)
+            if pool == 0 or k <= 0:
+                return np.zeros((n, 0), dtype=np.float32), np.full((n, 0), -1, dtype=np.int64)
+            params = None
+            if allowed is not None:
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            return self._index.search(queries, min(k, pool), params=params)
+
+    def keys_matching(
+        self,
+        *,
+        published_from: datetime | None = None,
+        published_to: datetime | None = None,
+        sources: Sequence[str] | None = None,
+        article_ids: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Passage keys whose article passes every given filter (an article with no date fails a date filter)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if published_from is not None:
+            clauses.append("a.published_at >= ?")
+            params.append(published_from.isoformat())
+        if published_to is not None:
+            clauses.append("a.published_at <= ?")
+            params.append(published_to.isoformat())
+        if sources is not None:
+            clauses.append(f"a.source IN ({','.join('?' * len(sources))})")
+            params.extend(sources)
+        if article_ids is not None:
+            clauses.append(f"a.id IN ({','.join('?' * len(article_ids))})")
+            params.extend(article_ids)
+        where = " AND ".join(clauses) or "1"
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT p.key FROM passages p JOIN articles a ON a.id = p.article_id WHERE {where}", params
+            ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def passages_of(self, article_id: str) -> list[Passage]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, article_id, ordinal, start, end, text, sentences FROM passages"
+                " WHERE article_id = ? ORDER BY ordinal",
+                (article_id,),
+            ).fetchall()
+        return [_passage_from_row(r) for r in rows]
 
     def passages_by_key(self, keys: Sequence[int]) -> dict[int, StoredPassage]:
         if not keys:
@@ -382,16 +435,7 @@ class Store:
             ).fetchall()
         out: dict[int, StoredPassage] = {}
         for r in rows:
-            passage = Passage(
-                id=r["pid"],
-                article_id=r["article_id"],
-                ordinal=r["ordinal"],
-                text=r["text"],
-                start=r["start"],
-                end=r["end"],
-                sentences=tuple(tuple(s) for s in json.loads(r["sentences"])),
-            )
-            out[r["key"]] = StoredPassage(r["key"], passage, _article_from_row(r))
+            out[r["key"]] = StoredPassage(r["key"], _passage_from_row(r, id_column="pid"), _article_from_row(r))
         return out
 
     def article(self, article_id: str) -> Article | None:

@@ -69,8 +69,15 @@ def test_other_model_triggers_rebuild_keeping_api_articles(settings):
     from qa.indexing import API, Indexer
 
     store = open_index(settings, HashingEncoder(dim=64))
-    extra = Article(id="api-1", title="Bài thêm", body="Hà Nội có mưa lớn vào chiều nay.", published_at=None,
-                    source=None, author=None, fingerprint="x")
+    extra = Article(
+        id="api-1",
+        title="Bài thêm",
+        body="Hà Nội có mưa lớn vào chiều nay.",
+        published_at=None,
+        source=None,
+        author=None,
+        fingerprint="x",
+    )
     Indexer(store, HashingEncoder(dim=64), chunking=settings.chunking).add([extra], origin=API)
     store.close()
 

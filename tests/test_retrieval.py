@@ -19,7 +19,7 @@ QUESTIONS = [
 
 @pytest.mark.parametrize(("question", "article_id", "needle"), QUESTIONS)
 def test_right_article_first(service, question, article_id, needle):
-    hits = service.retriever.search(question, top_k=3)
+    hits = service.retriever.search(question, top_k=3).hits
     assert hits, "no hits"
     assert hits[0].article.id == article_id, [h.article.id for h in hits]
     if needle:
@@ -27,7 +27,7 @@ def test_right_article_first(service, question, article_id, needle):
 
 
 def test_answer_passage_first_and_highlighted(service):
-    hit = service.retriever.search("Quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=1)[0]
+    hit = service.retriever.search("Quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=1).hits[0]
     assert "10.254 đảng viên" in hit.passage.text
     assert hit.article.title.startswith("Chủ tịch HĐND TP Hà Nội")
     (start, end), *_ = hit.highlights
@@ -35,19 +35,19 @@ def test_answer_passage_first_and_highlighted(service):
 
 
 def test_scores_sorted_and_bounded(service):
-    hits = service.retriever.search("đại hội Đảng bộ thành phố", top_k=5)
+    hits = service.retriever.search("đại hội Đảng bộ thành phố", top_k=5).hits
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= s <= 1.0 + 1e-5 for s in scores)
 
 
 def test_one_per_article(service):
-    hits = service.retriever.search("đại hội Đảng", top_k=5, one_per_article=True)
+    hits = service.retriever.search("đại hội Đảng", top_k=5, one_per_article=True).hits
     ids = [h.article.id for h in hits]
     assert len(ids) == len(set(ids)) == 5
 
 
 def test_question_without_tone_marks_finds_the_article(service):
     question = strip_accents("Quận Nam Từ Liêm có bao nhiêu đảng viên?")
-    hits = service.retriever.search(question, top_k=3)
+    hits = service.retriever.search(question, top_k=3).hits
     assert "002_793d685470df229a" in [h.article.id for h in hits]

@@ -53,9 +53,7 @@ class SentenceTransformerEncoder:
         if not any(prompts.values()) and _E5_NAME.search(name):
             prompts = dict(_E5_PROMPTS)
         self.query_prompt = prompts.get("query", "")
-        self.passage_prompt = next(
-            (prompts[k] for k in ("passage", "document", "corpus") if prompts.get(k)), ""
-        )
+        self.passage_prompt = next((prompts[k] for k in ("passage", "document", "corpus") if prompts.get(k)), "")
         # torch modules are not re-entrant across threads for one model: one forward pass at a time.
         self._lock = threading.Lock()
 
@@ -76,9 +74,7 @@ class SentenceTransformerEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self.query_prompt, batch_size=32, show_progress=False)
 
-    def encode_passages(
-        self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False
-    ) -> np.ndarray:
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         return self._encode(texts, self.passage_prompt, batch_size, show_progress)
 
 

