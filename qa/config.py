@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         default_factory=lambda: _project_root() / "embeddings",
         description="Where materialised models and indexes live.",
     )
+    models_dir: Path | None = Field(
+        None,
+        description="Where the default model is materialised (default: data_dir/models).",
+    )
     index_name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Index folder under data_dir.")
     seeds: Path = Field(
         default_factory=lambda: _project_root() / "seeds",
@@ -57,8 +61,8 @@ class Settings(BaseSettings):
         return self.data_dir / self.index_name
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @cached_property
     def chunking(self) -> dict[str, int]:

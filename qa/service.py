@@ -25,9 +25,17 @@ class Service:
     load_seconds: float
 
     @classmethod
-    def load(cls, settings: Settings, *, force_rebuild: bool = False, progress: bool = False) -> Service:
+    def load(
+        cls,
+        settings: Settings,
+        *,
+        encoder: SentenceTransformerEncoder | None = None,
+        force_rebuild: bool = False,
+        progress: bool = False,
+    ) -> Service:
+        """Load the model (unless given) and open the index, building or syncing it as needed."""
         started = time.perf_counter()
-        encoder = load_encoder(settings)
+        encoder = encoder or load_encoder(settings)
         store = open_index(settings, encoder, force_rebuild=force_rebuild, progress=progress)
         indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
         seconds = time.perf_counter() - started

@@ -27,3 +27,31 @@ def st_model(default_model_dir: Path) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(default_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def encoder(st_model: SentenceTransformer):
+    """The default model behind the service's `Encoder` interface."""
+    from qa.config import DEFAULT_MODEL
+    from qa.encoders import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(st_model, DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def service(encoder, default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The whole service over the shipped seeds, in a private data folder, loaded once per session.
+
+    Tests that write to it must clean up after themselves (or build their own service).
+    """
+    from qa.config import Settings
+    from qa.service import Service
+
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        models_dir=default_model_dir.parent,
+        seeds=REPO_ROOT / "seeds",
+    )
+    svc = Service.load(settings, encoder=encoder)
+    yield svc
+    svc.close()

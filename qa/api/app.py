@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qa import __version__
 from qa.api.errors import install_error_handlers
-from qa.api.routes import ask, health
+from qa.api.routes import ask, health, web
 from qa.config import Settings
 from qa.service import Service
 
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ask.router)
+    app.include_router(web.router)
     return app

@@ -85,7 +85,7 @@ def resolve_model_path(settings: Settings) -> str:
     if settings.model == DEFAULT_MODEL:
         from qa.encoders.materialize import materialize
 
-        return str(materialize(settings.models_dir / DEFAULT_MODEL))
+        return str(materialize(settings.models_path / DEFAULT_MODEL))
     return settings.model
 
 

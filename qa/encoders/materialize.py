@@ -472,7 +472,7 @@ def _compile_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
             normalization_rule_tsv=str(rules),
             minloglevel=2,
         )
-    proto = sentencepiece_model_pb2.ModelProto()
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf code
     proto.ParseFromString(model.getvalue())
     charsmap = proto.normalizer_spec.precompiled_charsmap
     _check_charsmap(charsmap, norm_map)
