@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "multilingual-e5-small"
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `qa serve` listens on.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, write endpoints need `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body the API reads; larger ones get 413."
+    )
     top_k: int = Field(5, ge=1, le=50, description="Hits returned when a question names no top_k.")
     batch_size: int = Field(32, ge=1, description="Passages per encode batch while indexing.")
     chunk_target_words: int = Field(120, ge=1)

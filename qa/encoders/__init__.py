@@ -49,11 +49,11 @@ class SentenceTransformerEncoder:
         if not dim:
             raise EncoderError(f"model {name!r} does not report an embedding dimension")
         self.dim = int(dim)
-        prompts = dict(model.prompts or {})
-        if not any(prompts.values()) and _E5_NAME.search(name):
+        prompts: dict[str, str] = {k: v for k, v in (model.prompts or {}).items() if v}
+        if not prompts and _E5_NAME.search(name):
             prompts = dict(_E5_PROMPTS)
-        self.query_prompt = prompts.get("query", "")
-        self.passage_prompt = next((prompts[k] for k in ("passage", "document", "corpus") if prompts.get(k)), "")
+        self.query_prompt: str = prompts.get("query") or ""
+        self.passage_prompt: str = next((prompts[k] for k in ("passage", "document", "corpus") if k in prompts), "")
         # torch modules are not re-entrant across threads for one model: one forward pass at a time.
         self._lock = threading.Lock()
 

@@ -563,3 +563,14 @@ edit or commit; delete the folder to rebuild it.
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    # `python -m qa.encoders.materialize [TARGET]`: what `make model` runs.
+    import sys
+
+    from qa.config import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Settings().models_path / DEFAULT_MODEL_NAME
+    print(materialize(folder))
