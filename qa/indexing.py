@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from qa.chunking import Passage, chunk_article
@@ -81,13 +82,16 @@ class Indexer:
         if not pending:
             return {}
         texts = [passage_input(a, p) for a, passages in pending for p in passages]
-        vectors = self.encoder.encode_passages(texts, batch_size=self.batch_size)
+        parts = []
+        for i in range(0, len(texts), self.batch_size):
+            parts.append(self.encoder.encode_passages(texts[i : i + self.batch_size], batch_size=self.batch_size))
+            bar.update(len(parts[-1]))
+        vectors = np.vstack(parts) if parts else np.zeros((0, self.encoder.dim), dtype=np.float32)
         items, offset = [], 0
         for article, passages in pending:
             items.append((article, passages, vectors[offset : offset + len(passages)]))
             offset += len(passages)
         self.store.upsert(items, origin=origin)
-        bar.update(len(texts))
         return {a.id: len(p) for a, p in pending}
 
     def delete(self, article_ids: Iterable[str]) -> int:
