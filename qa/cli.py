@@ -74,6 +74,7 @@ def _render_hit(rank: int, hit, color: bool) -> str:  # type: ignore[no-untyped-
             pieces += [text[last:start], mark]
             last = end
         text = "".join(pieces) + text[last:]
+    text = text.replace("\n\n", "\n").replace("\n", "\n   ")
     head = f"{rank}. [{hit.score:.3f}] {a.title}"
     meta_line = f"   {_DIM}{meta}{_RESET}" if color and meta else (f"   {meta}" if meta else "")
     return "\n".join(x for x in (head, meta_line, f"   {text}") if x)

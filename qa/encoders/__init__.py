@@ -104,5 +104,8 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
         where = "folder" if Path(path).exists() else "Hugging Face id (needs network access or a local cache)"
         raise EncoderError(f"cannot load embedding model {path!r} as a {where}: {exc}") from exc
     model.eval()
+    encoder = SentenceTransformerEncoder(model, settings.model)
+    # The first forward pass pays one-off costs (allocator, kernel selection): pay them here, not in a request.
+    encoder.encode_queries(["khởi động"])
     log.info("loaded model %s in %.1f s", settings.model, time.perf_counter() - started)
-    return SentenceTransformerEncoder(model, settings.model)
+    return encoder
