@@ -89,6 +89,16 @@ def resolve_model_path(settings: Settings) -> str:
     return settings.model
 
 
+def _quiet_transformers() -> None:
+    """transformers draws a progress bar for every weight load; `qa` has its own progress and logging."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - older transformers
+        pass
+
+
 def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
     """Load the configured model once; callers keep the result for the life of the process."""
     try:
@@ -98,6 +108,7 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
 
     path = resolve_model_path(settings)
     started = time.perf_counter()
+    _quiet_transformers()
     try:
         model = SentenceTransformer(path, device=settings.device)
     except Exception as exc:

@@ -1,0 +1,75 @@
+"""The `qa` command as a user runs it: index files, ask, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qa.cli import main
+
+
+@pytest.fixture
+def env(monkeypatch, service):
+    """Point the CLI at the session service's data folder and the materialised model."""
+    s = service.settings
+    monkeypatch.setenv("QA_DATA_DIR", str(s.data_dir))
+    monkeypatch.setenv("QA_MODELS_DIR", str(s.models_path))
+    monkeypatch.setenv("QA_SEEDS", str(s.seeds))
+
+
+def test_ask_prints_ranked_hits_with_highlight(env, capsys):
+    assert main(["ask", "Quận Nam Từ Liêm có bao nhiêu đảng viên?", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1. [")
+    assert "Chủ tịch HĐND TP Hà Nội kiểm tra" in out
+    assert "«" in out and "10.254 đảng viên" in out  # the answering sentence is marked when not a terminal
+    assert "(2 hits in" in out
+
+
+def test_ask_json_matches_api_shape(env, capsys):
+    assert main(["ask", "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "--json", "-k", "1"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["hits"][0]["article"]["source"] == "ANTD.VN"
+    assert {"passage_id", "text", "score", "highlights", "article"} <= set(body["hits"][0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ask", "   "], "the question is empty"),
+        (["ask", "câu hỏi", "-k", "0"], "--top-k must be between 1 and 50"),
+    ],
+)
+def test_bad_input_is_a_clear_error(env, capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_index_missing_path_is_a_clear_error(env, capsys, tmp_path):
+    assert main(["index", str(tmp_path / "nope.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qa: ") and "nope.jsonl" in err
+
+
+def test_index_jsonl_then_ask(monkeypatch, capsys, tmp_path, default_model_dir):
+    """A fresh index with no seeds, one article from a JSONL file, then a question about it."""
+    monkeypatch.setenv("QA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("QA_MODELS_DIR", str(default_model_dir.parent))
+    (tmp_path / "no-seeds").mkdir()
+    monkeypatch.setenv("QA_SEEDS", str(tmp_path / "no-seeds"))
+    path = tmp_path / "extra.jsonl"
+    record = {
+        "id": "cli-test-1",
+        "title": "Hồ Gươm đón khách du lịch",
+        "body": "Hồ Hoàn Kiếm đón hơn 20.000 lượt khách du lịch trong dịp nghỉ lễ. Phố đi bộ mở cửa đến nửa đêm.",
+        "published_at": "2024-05-01T08:00:00",
+        "source": "Test",
+    }
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["index", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 1 articles (1 passages)" in out and "1 articles, 1 passages" in out
+    assert main(["ask", "Hồ Hoàn Kiếm đón bao nhiêu lượt khách?", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "20.000 lượt khách" in out and "01/05/2024 08:00 · Test" in out
