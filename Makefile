@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_PIP ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install model index run test test-fast lint clean-index
+.PHONY: install browser model index run test test-fast lint clean-index
 
 install: $(STAMP)
 
@@ -30,7 +30,15 @@ index: install
 run: index
 	$(BIN)/qa serve
 
-test: install
+# Headless Chromium + ChromeDriver from Debian for the browser tests (tests/web); installed only when missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing Debian chromium + chromium-driver for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
