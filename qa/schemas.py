@@ -2,29 +2,111 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+MAX_BATCH_QUESTIONS = 32
+MAX_ARTICLES_PER_REQUEST = 256
+EXAMPLE_QUESTION = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
+VIETNAM_TZ = timezone(timedelta(hours=7))  # the store keeps naive Vietnam local times
 
 
-class AskRequest(BaseModel):
+def _encodable(value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); they cannot be encoded, indexed or echoed back.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text contains an invalid character (a lone UTF-16 surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+Question = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_encodable)
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_encodable)]
+
+
+# --- asking ----------------------------------------------------------------------------------------
+
+
+class Filters(BaseModel):
+    """Which articles may answer; every field given must hold (an article without a date fails a date filter)."""
+
     model_config = ConfigDict(extra="forbid")
 
+    published_from: datetime | None = Field(
+        None, description="Earliest publication time (inclusive). Times without a zone are Vietnam local time."
+    )
+    published_to: datetime | None = Field(None, description="Latest publication time (inclusive).")
+    sources: list[Name] | None = Field(
+        None, min_length=1, max_length=100, description="Only these sources (exact match, e.g. `ANTD.VN`)."
+    )
+    article_ids: list[Name] | None = Field(None, min_length=1, max_length=1000, description="Only these articles.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Filters:
+        start, end = self.published_from, self.published_to
+        if start and end and (start.tzinfo is None) == (end.tzinfo is None) and start > end:
+            raise ValueError("published_from must not be after published_to")
+        return self
+
+
+class SearchOptions(BaseModel):
+    """Options shared by a single question and a batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(5, ge=1, le=50, strict=True, description="How many passages to return.")
+    offset: int = Field(0, ge=0, le=1000, strict=True, description="Skip this many ranked passages (paging).")
+    filters: Filters | None = Field(None, description="Restrict which articles may answer.")
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, strict=True, description="Drop passages scoring below this."
+    )
+    one_per_article: bool = Field(False, strict=True, description="At most one passage per article.")
+    highlight: bool = Field(
+        True, strict=True, description="Mark the sentence(s) of each passage that answer the question."
+    )
+
+
+class AskRequest(SearchOptions):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"question": EXAMPLE_QUESTION, "top_k": 3}]}
+    )
+
     question: Question = Field(description="The question, in Vietnamese (tone marks optional) or English.")
-    top_k: int = Field(5, ge=1, le=50, description="How many passages to return.")
-    one_per_article: bool = Field(False, description="At most one passage per article.")
+
+
+class AskBatchRequest(SearchOptions):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"questions": [EXAMPLE_QUESTION, "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?"]}]
+        },
+    )
+
+    questions: list[Question] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_QUESTIONS,
+        description=f"1 to {MAX_BATCH_QUESTIONS} questions, encoded together; the options apply to each.",
+    )
 
 
 class ArticleRef(BaseModel):
     id: str
     title: str
-    published_at: datetime | None = None
+    published_at: datetime | None = Field(None, description="Publication time, with its UTC offset (+07:00).")
     source: str | None = None
     author: str | None = None
     url: str | None = None
+
+    @field_validator("published_at")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        # RFC 3339 needs an offset; a stored time without one is Vietnam local time.
+        return value.replace(tzinfo=VIETNAM_TZ) if value is not None and value.tzinfo is None else value
 
 
 class Span(BaseModel):
@@ -33,14 +115,14 @@ class Span(BaseModel):
 
 
 class Scores(BaseModel):
-    dense: float | None = None
-    lexical: float | None = None
+    dense: float | None = Field(None, description="Cosine similarity of question and passage embeddings.")
+    lexical: float | None = Field(None, description="Keyword-match score, when lexical retrieval is on.")
 
 
 class AskHit(BaseModel):
-    passage_id: str
+    passage_id: str = Field(description='Stable id "<article id>:<ordinal>".')
     text: str
-    score: float
+    score: float = Field(description="The ranking score (higher is better).")
     scores: Scores
     highlights: list[Span] = Field(default_factory=list, description="The sentence(s) that answer the question.")
     article: ArticleRef
@@ -54,13 +136,113 @@ class AskResponse(BaseModel):
     model: str
 
 
+class AskBatchResponse(BaseModel):
+    results: list[AskResponse] = Field(description="One result per question, in the order asked.")
+    took_ms: float
+    model: str
+
+
+# --- articles --------------------------------------------------------------------------------------
+
+
+class ArticleIn(BaseModel):
+    """One article to add or replace (upsert by `id`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "hanoi-2020-07-09",
+                    "title": "Hà Nội khánh thành cầu mới",
+                    "body": "Sáng 9/7, UBND TP Hà Nội khánh thành cầu ...",
+                    "published_at": "2020-07-09T14:02:00+07:00",
+                    "source": "VnExpress",
+                }
+            ]
+        },
+    )
+
+    id: Text = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s/\\]+$",
+        description="Your id for the article: no whitespace, '/' or '\\'. An existing id is replaced.",
+    )
+    title: Text = Field(min_length=1, max_length=1000, description="Headline.")
+    body: Text = Field(min_length=1, description="Article text; paragraphs separated by newlines.")
+    published_at: Text | None = Field(
+        None, description="ISO 8601 (`2020-07-09T14:02:00+07:00`) or `dd/mm/yyyy [HH:MM]` (Vietnam time)."
+    )
+    source: Text | None = Field(None, max_length=500, description="Publisher, e.g. `ANTD.VN`.")
+    author: Text | None = Field(None, max_length=500)
+    url: Text | None = Field(None, max_length=2000)
+
+
+class ArticlesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    articles: list[ArticleIn] = Field(
+        min_length=1,
+        max_length=MAX_ARTICLES_PER_REQUEST,
+        description=f"1 to {MAX_ARTICLES_PER_REQUEST} articles with distinct ids.",
+    )
+
+
+class IndexedArticle(BaseModel):
+    id: str
+    passages: int = Field(description="Passages the article was split into.")
+    created: bool = Field(description="False when an article with this id was replaced.")
+
+
+class IndexedArticles(BaseModel):
+    data: list[IndexedArticle]
+    count: int = Field(description="Articles written.")
+    took_ms: float
+
+
+class ArticleSummary(ArticleRef):
+    passages: int = Field(description="How many passages the article is indexed as.")
+
+
+class ArticleDetail(ArticleSummary):
+    body: str = Field(description="The normalised article text, paragraphs separated by blank lines.")
+    passage_ids: list[str]
+
+
+class ArticleList(BaseModel):
+    data: list[ArticleSummary]
+    count: int = Field(description="All articles in the index (not just this page).")
+
+
+class DeletedArticle(BaseModel):
+    id: str
+    passages: int = Field(description="Passages removed with it.")
+
+
+# --- service ---------------------------------------------------------------------------------------
+
+
 class Health(BaseModel):
     status: str
 
 
+class Stats(BaseModel):
+    articles: int
+    passages: int
+    model: str
+    dim: int = Field(description="Embedding dimension.")
+    index_kind: str
+    generation: int = Field(description="Bumped by every write.")
+    created_at: str = Field(description="When the index was built.")
+    updated_at: str = Field(description="When it was last written.")
+    load_seconds: float = Field(description="How long loading model and index took at start-up.")
+    version: str
+
+
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="Machine-readable: invalid_request, unauthorized, not_found, payload_too_large, …")
+    message: str = Field(description="What went wrong and how to fix it.")
     detail: object | None = None
 
 

@@ -1,7 +1,9 @@
-"""FastAPI app factory; the lifespan loads the service (model + index) once per process."""
+"""FastAPI app factory; the lifespan loads the service (model + index) once per process, in the background."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,37 +12,73 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from qa import __version__
-from qa.api.errors import install_error_handlers
-from qa.api.routes import ask, health, web
+from qa.api.errors import ERROR_RESPONSES, BodySizeLimit, install_error_handlers
+from qa.api.routes import articles, ask, health, stats, web
 from qa.config import Settings
 from qa.service import Service
 
 log = logging.getLogger(__name__)
 
+DESCRIPTION = """
+Ask questions in Vietnamese (or English) over a collection of news articles and get back the passages that
+answer them, ranked, with the answering sentences marked.
+
+* **Reads** (`/v1/ask`, `/v1/articles` GET, `/v1/stats`) are always open.
+* **Writes** (`POST /v1/articles`, `DELETE /v1/articles/{id}`) need the API key when the server sets `QA_API_KEY`.
+* Every error has one shape: `{"error": {"code", "message", "detail"}}`.
+"""
+
+
+async def _load(app: FastAPI, settings: Settings) -> None:
+    try:
+        app.state.service = await run_in_threadpool(Service.load, settings)
+    except Exception as exc:
+        log.exception("loading the model and index failed")
+        app.state.not_ready_reason = f"loading the model and index failed: {exc}"
+
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> FastAPI:
-    """Build the app. Pass `service` to serve an already-loaded one (tests, embedding in another process)."""
+    """Build the app.
+
+    Without `service` the lifespan loads one from `settings` in the background: `/healthz` answers at once,
+    `/readyz` and the `/v1` routes answer 503 until the load is done. Pass `service` to serve an already-loaded
+    one (tests, embedding in another process); `settings` then still sets the API's own options (key, body
+    limit) and defaults to the service's.
+    """
+    settings = settings or (service.settings if service is not None else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = service is None
-        app.state.service = service or await run_in_threadpool(Service.load, settings or Settings())
+        loading = None if service is not None else asyncio.create_task(_load(app, settings))
         try:
             yield
         finally:
-            if owned:
-                app.state.service.close()
+            if loading is not None:
+                # The load runs in a worker thread and cannot be interrupted: wait for it, then close what it opened.
+                with contextlib.suppress(Exception):
+                    await loading
+                if app.state.service is not None:
+                    app.state.service.close()
             app.state.service = None
 
     app = FastAPI(
         title="viqa",
         version=__version__,
         summary="Vietnamese semantic question answering over news articles.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+        responses={422: ERROR_RESPONSES[422]},
     )
-    app.state.service = None
+    app.state.settings = settings
+    app.state.service = service
+    app.state.not_ready_reason = "the model and index are still loading; retry in a few seconds"
+    app.state.write_lock = asyncio.Lock()
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    app.include_router(ask.router)
+    app.include_router(ask.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
+    app.include_router(articles.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
+    app.include_router(stats.router, responses={503: ERROR_RESPONSES[503]})
     app.include_router(web.router)
     return app

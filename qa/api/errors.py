@@ -1,15 +1,30 @@
-"""One error shape for every failure: `{"error": {"code", "message", "detail"}}`."""
+"""One error shape for every failure: `{"error": {"code", "message", "detail"}}`, and the body size limit."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qa.corpus import ArticleError
+from qa.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key (writes, when `QA_API_KEY` is set)."},
+    404: {"model": ErrorResponse, "description": "No article with this id."},
+    413: {"model": ErrorResponse, "description": "The request body is larger than `QA_MAX_BODY_BYTES`."},
+    422: {"model": ErrorResponse, "description": "Invalid input; `message` says what to fix."},
+    503: {"model": ErrorResponse, "description": "The model and index are still loading."},
+}
 
 
 class APIError(Exception):
@@ -22,9 +37,14 @@ class APIError(Exception):
         self.detail = detail
 
 
-class NotReady(APIError):
-    status = 503
-    code = "not_ready"
+class InvalidRequest(APIError):
+    status = 422
+    code = "invalid_request"
+
+
+class Unauthorized(APIError):
+    status = 401
+    code = "unauthorized"
 
 
 class NotFound(APIError):
@@ -32,36 +52,114 @@ class NotFound(APIError):
     code = "not_found"
 
 
-def error_response(status: int, code: str, message: str, detail: object | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "detail": detail}}, status_code=status)
+class NotReady(APIError):
+    status = 503
+    code = "not_ready"
 
 
-def _validation_message(errors: list[dict]) -> str:
+def _printable(value: object) -> str:
+    # Lone surrogates from the request (in a JSON key, say) cannot be encoded into the response.
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+def error_response(
+    status: int, code: str, message: str, detail: object | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": _printable(message), "detail": detail}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [p if isinstance(p, int) else _printable(p) for p in e.get("loc", ())],
+            "msg": _printable(e.get("msg", "invalid")),
+            "type": _printable(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = err["loc"][1:] if err["loc"][:1] in (["body"], ["query"], ["path"]) else err["loc"]
+        where = ".".join(str(p) for p in loc) or "body"
+        parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.detail)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
+
+    @app.exception_handler(ArticleError)
+    async def _bad_article(_: Request, exc: ArticleError) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        errors = _validation_errors(exc)
         return error_response(422, "invalid_request", _validation_message(errors), errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        return error_response(exc.status_code, code, str(exc.detail))
+        if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8): still invalid input
+            return error_response(422, "invalid_request", "the request body is not valid JSON text in UTF-8")
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal server error; see the server log")
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 once a request body passes `max_bytes`, without reading the rest.
+
+    Checks `Content-Length` up front, and counts chunked bodies as they arrive; the body (at most
+    `max_bytes`) is buffered and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than {self.max_bytes} bytes; send fewer or smaller articles"
+        response = error_response(413, "payload_too_large", message, {"max_bytes": self.max_bytes})
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)

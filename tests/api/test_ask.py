@@ -1,19 +1,23 @@
+"""POST /v1/ask and /v1/ask/batch, in-process and through a real server with both clients."""
+
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
 from qa.api import create_app
+from qa.client import AsyncClient, BadRequest
+from qa.schemas import AskBatchResponse, AskResponse, Filters
 
 
 @pytest.fixture(scope="module")
-def client(service):
+def app_client(service):
     with TestClient(create_app(service=service)) as c:
         yield c
 
 
-def test_ask_returns_answer_first_with_article(client):
-    r = client.post("/v1/ask", json={"question": "Quận Nam Từ Liêm có bao nhiêu đảng viên?"})
+def test_ask_returns_answer_first_with_article(app_client):
+    r = app_client.post("/v1/ask", json={"question": "Quận Nam Từ Liêm có bao nhiêu đảng viên?"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["question"] == "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
@@ -26,12 +30,12 @@ def test_ask_returns_answer_first_with_article(client):
     assert "10.254" in top["text"][span["start"] : span["end"]]
 
 
-def test_ask_top_k_and_dates(client):
-    r = client.post("/v1/ask", json={"question": "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "top_k": 2})
+def test_ask_top_k_and_dates(app_client):
+    r = app_client.post("/v1/ask", json={"question": "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "top_k": 2})
     hits = r.json()["hits"]
     assert len(hits) == 2
     assert hits[0]["article"]["source"] == "ANTD.VN"
-    assert hits[0]["article"]["published_at"] == "2019-04-11T16:37:00"
+    assert hits[0]["article"]["published_at"] == "2019-04-11T16:37:00+07:00"
 
 
 @pytest.mark.parametrize(
@@ -47,23 +51,111 @@ def test_ask_top_k_and_dates(client):
         {"question": "x" * 2001},
     ],
 )
-def test_ask_rejects_bad_input_with_one_error_shape(client, payload):
-    r = client.post("/v1/ask", json=payload)
+def test_ask_rejects_bad_input_with_one_error_shape(app_client, payload):
+    r = app_client.post("/v1/ask", json=payload)
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "invalid_request" and error["message"]
 
 
-def test_invalid_json_is_422(client):
-    r = client.post("/v1/ask", content=b"{not json", headers={"content-type": "application/json"})
+def test_invalid_json_is_422(app_client):
+    r = app_client.post("/v1/ask", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
-def test_health_and_ready(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
+def test_health_and_ready(app_client):
+    assert app_client.get("/healthz").json() == {"status": "ok"}
+    assert app_client.get("/readyz").json() == {"status": "ready"}
 
 
-def test_unknown_route_uses_error_shape(client):
-    r = client.get("/nope")
+def test_unknown_route_uses_error_shape(app_client):
+    r = app_client.get("/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+# --- through the real server and both clients -------------------------------------------------------
+
+QUESTION = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
+
+
+def test_client_ask_options(client):
+    answer = client.ask(QUESTION, top_k=3)
+    assert isinstance(answer, AskResponse) and len(answer.hits) == 3 and answer.model
+    assert "10.254 đảng viên" in answer.hits[0].text and answer.hits[0].highlights
+    assert answer.hits[0].scores.dense is not None
+
+    page2 = client.ask(QUESTION, top_k=2, offset=1)
+    assert [h.passage_id for h in page2.hits] == [h.passage_id for h in answer.hits[1:3]]
+    assert page2.total == answer.total
+
+    plain = client.ask(QUESTION, top_k=3, highlight=False)
+    assert all(h.highlights == [] for h in plain.hits)
+
+    distinct = client.ask(QUESTION, top_k=5, one_per_article=True)
+    assert len({h.article.id for h in distinct.hits}) == len(distinct.hits)
+
+    strict = client.ask(QUESTION, top_k=50, min_score=answer.hits[0].score - 1e-6)
+    assert [h.passage_id for h in strict.hits] == [answer.hits[0].passage_id]
+
+
+def test_client_ask_filters(client):
+    only = client.ask(QUESTION, filters=Filters(sources=["ANTD.VN"]))
+    assert only.hits and {h.article.source for h in only.hits} == {"ANTD.VN"}
+
+    nobody = client.ask(QUESTION, filters={"sources": ["NOBODY"]})
+    assert nobody.hits == [] and nobody.total == 0
+
+    article_id = "002_793d685470df229a"
+    mine = client.ask(QUESTION, filters={"article_ids": [article_id]})
+    assert {h.article.id for h in mine.hits} == {article_id}
+
+    # Aware bounds are compared on the Vietnam clock; undated articles fail a date filter.
+    dated = client.ask(QUESTION, filters={"published_from": "2019-04-11T16:37:00+07:00", "published_to": "2019-04-11"})
+    assert dated.hits == [] and dated.total == 0
+    window = client.ask(QUESTION, filters={"published_from": "2019-04-11T09:37:00Z", "published_to": "2019-04-12"})
+    assert window.hits and all(h.article.published_at.date().isoformat() == "2019-04-11" for h in window.hits)
+
+
+def test_client_ask_batch(client):
+    questions = [QUESTION, "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?"]
+    batch = client.ask_batch(questions, top_k=2)
+    assert isinstance(batch, AskBatchResponse)
+    assert [r.question for r in batch.results] == questions
+    single = client.ask(questions[1], top_k=2)
+    assert [h.passage_id for h in batch.results[1].hits] == [h.passage_id for h in single.hits]
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda c: c.ask("   "), "question"),
+        (lambda c: c.ask("ok", top_k=0), "top_k"),
+        (lambda c: c.ask("ok", filters={"sources": []}), "filters.sources"),
+        (lambda c: c.ask("ok", filters={"published_from": "2020-01-02", "published_to": "2020-01-01"}), "after"),
+        (lambda c: c.ask_batch([]), "questions"),
+        (lambda c: c.ask_batch(["q"] * 33), "at most 32"),
+    ],
+)
+def test_client_ask_invalid_is_bad_request(client, call, needle):
+    with pytest.raises(BadRequest) as caught:
+        call(client)
+    assert caught.value.status == 422 and caught.value.code == "invalid_request"
+    assert needle in caught.value.message
+
+
+@pytest.mark.anyio
+async def test_async_client_ask_and_batch(base_url):
+    async with AsyncClient(base_url) as qa:
+        answer = await qa.ask(QUESTION, top_k=2)
+        assert "10.254 đảng viên" in answer.hits[0].text
+        batch = await qa.ask_batch([QUESTION, QUESTION], top_k=1)
+        assert [r.hits[0].passage_id for r in batch.results] == [answer.hits[0].passage_id] * 2
+        with pytest.raises(BadRequest, match="top_k"):
+            await qa.ask(QUESTION, top_k=51)
+
+
+@pytest.mark.parametrize("options", [{"question": "bad \ud800 text"}, {"question": "ok", "min_score": float("nan")}])
+def test_client_refuses_what_json_cannot_carry(client, options):
+    with pytest.raises(BadRequest, match="cannot encode") as caught:
+        client.ask(**options)
+    assert caught.value.status is None

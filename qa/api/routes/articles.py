@@ -1,0 +1,127 @@
+"""The articles resource: list, read, add or replace (upsert by id), delete."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from qa.api.deps import ServiceDep, WriteAccess
+from qa.api.errors import ERROR_RESPONSES, InvalidRequest, NotFound
+from qa.corpus import Article, ArticleError, article_from_record
+from qa.indexing import API
+from qa.schemas import (
+    ArticleDetail,
+    ArticleList,
+    ArticlesIn,
+    ArticleSummary,
+    DeletedArticle,
+    IndexedArticle,
+    IndexedArticles,
+)
+from qa.service import Service
+
+router = APIRouter(prefix="/v1/articles", tags=["articles"])
+
+ArticleId = Annotated[str, Path(description="The article's id.", examples=["002_793d685470df229a"])]
+
+
+def _summary(article: Article, passages: int) -> dict[str, object]:
+    return {
+        "id": article.id,
+        "title": article.title,
+        "published_at": article.published_at,
+        "source": article.source,
+        "author": article.author,
+        "url": article.url,
+        "passages": passages,
+    }
+
+
+def _to_articles(body: ArticlesIn) -> list[Article]:
+    dupes = sorted(i for i, n in Counter(a.id for a in body.articles).items() if n > 1)
+    if dupes:
+        raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
+    articles = []
+    for n, item in enumerate(body.articles):
+        try:
+            articles.append(article_from_record(item.model_dump(exclude_none=True)))
+        except ArticleError as exc:
+            raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
+    return articles
+
+
+def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
+    existing = {a.id for a in articles if service.store.article(a.id) is not None}
+    counts = service.indexer.add(articles, origin=API)
+    return [IndexedArticle(id=a.id, passages=counts.get(a.id, 0), created=a.id not in existing) for a in articles]
+
+
+def _delete(service: Service, article_id: str) -> DeletedArticle:
+    passages = service.store.passage_counts([article_id])[article_id]
+    if not service.indexer.delete([article_id]):
+        raise NotFound(f"no article with id {article_id!r}")
+    return DeletedArticle(id=article_id, passages=passages)
+
+
+@router.get("", response_model=ArticleList, summary="List articles", description="Articles ordered by id, paged.")
+def list_articles(
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Skip this many articles.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+) -> ArticleList:
+    articles = service.store.articles(offset=offset, limit=limit)
+    counts = service.store.passage_counts([a.id for a in articles])
+    data = [ArticleSummary.model_validate(_summary(a, counts[a.id])) for a in articles]
+    return ArticleList(data=data, count=service.store.manifest().articles)
+
+
+@router.get(
+    "/{article_id}",
+    response_model=ArticleDetail,
+    summary="Read one article",
+    description="The article with its normalised text and the ids of its passages.",
+    responses={404: ERROR_RESPONSES[404]},
+)
+def get_article(article_id: ArticleId, service: ServiceDep) -> ArticleDetail:
+    article = service.store.article(article_id)
+    if article is None:
+        raise NotFound(f"no article with id {article_id!r}")
+    passage_ids = [p.id for p in service.store.passages_of(article_id)]
+    return ArticleDetail.model_validate(
+        {**_summary(article, len(passage_ids)), "body": article.body, "passage_ids": passage_ids}
+    )
+
+
+@router.post(
+    "",
+    response_model=IndexedArticles,
+    summary="Add or replace articles",
+    description="Chunk, embed and store one or more articles (an existing id is replaced). The index is "
+    "updated in place and saved before the response returns. Needs the API key when `QA_API_KEY` is set.",
+    dependencies=[WriteAccess],
+    responses={401: ERROR_RESPONSES[401]},
+)
+async def add_articles(body: ArticlesIn, request: Request, service: ServiceDep) -> IndexedArticles:
+    started = time.perf_counter()
+    articles = _to_articles(body)
+    # Encoding is CPU heavy: off the event loop, and one write at a time so batches do not interleave.
+    async with request.app.state.write_lock:
+        data = await run_in_threadpool(_index, service, articles)
+    return IndexedArticles(data=data, count=len(data), took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+@router.delete(
+    "/{article_id}",
+    response_model=DeletedArticle,
+    summary="Delete an article",
+    description="Remove the article and its passages from the index. Needs the API key when `QA_API_KEY` is set.",
+    dependencies=[WriteAccess],
+    responses={401: ERROR_RESPONSES[401], 404: ERROR_RESPONSES[404]},
+)
+async def delete_article(article_id: ArticleId, request: Request, service: ServiceDep) -> DeletedArticle:
+    async with request.app.state.write_lock:
+        return await run_in_threadpool(_delete, service, article_id)

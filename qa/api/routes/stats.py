@@ -1,0 +1,33 @@
+"""GET /v1/stats: what the index holds and which model serves it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from qa import __version__
+from qa.api.deps import ServiceDep
+from qa.schemas import Stats
+
+router = APIRouter(prefix="/v1", tags=["service"])
+
+
+@router.get(
+    "/stats",
+    response_model=Stats,
+    summary="Index statistics",
+    description="Article and passage counts, the embedding model, the index kind and when it was built and updated.",
+)
+def stats(service: ServiceDep) -> Stats:
+    m = service.store.manifest()
+    return Stats(
+        articles=m.articles,
+        passages=m.passages,
+        model=m.model,
+        dim=m.dim,
+        index_kind=m.index_kind,
+        generation=m.generation,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+        load_seconds=round(service.load_seconds, 3),
+        version=__version__,
+    )

@@ -1,0 +1,393 @@
+"""Typed Python client for the viqa HTTP API: `Client` (blocking) and `AsyncClient`, same methods.
+
+Needs only httpx and pydantic; imports nothing of the server (no torch, faiss or fastapi). With `qa serve`
+running::
+
+    from qa.client import Client
+
+    with Client("http://127.0.0.1:8000") as qa:
+        answer = qa.ask("Quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=3)
+        for hit in answer.hits:
+            print(f"{hit.score:.3f}  {hit.article.title}")
+            for span in hit.highlights:
+                print("   ", hit.text[span.start : span.end])
+
+Errors raise `QAError` subclasses carrying the server's `code`, `message` and `detail`. Reads (GET, and the
+`ask` calls) are retried on connection errors with a short backoff; writes are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from qa import __version__
+from qa.schemas import (
+    ArticleDetail,
+    ArticleIn,
+    ArticleList,
+    AskBatchResponse,
+    AskResponse,
+    DeletedArticle,
+    Filters,
+    Health,
+    IndexedArticles,
+    Stats,
+)
+
+__all__ = [
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "QAConnectionError",
+    "QAError",
+    "ServerError",
+    "ServiceUnavailable",
+    "Unauthorized",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+M = TypeVar("M", bound=BaseModel)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+class QAError(Exception):
+    """Any failure of a call; `status`, `code`, `message` and `detail` come from the server when it answered."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, detail: object | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    def __str__(self) -> str:
+        prefix = " ".join(str(x) for x in (self.status, self.code) if x is not None)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class BadRequest(QAError):
+    """422 (or 400): the request was invalid; `message` says what to fix."""
+
+
+class Unauthorized(QAError):
+    """401: a write without the right API key."""
+
+
+class NotFoundError(QAError):
+    """404: no such article (or route)."""
+
+
+class PayloadTooLarge(QAError):
+    """413: the request body is larger than the server accepts."""
+
+
+class ServiceUnavailable(QAError):
+    """503: the server is still loading its model and index."""
+
+
+class ServerError(QAError):
+    """Any other 5xx."""
+
+
+class QAConnectionError(QAError):
+    """The server could not be reached (after retries, for reads) or the call timed out."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[QAError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFoundError,
+    413: PayloadTooLarge,
+    422: BadRequest,
+    503: ServiceUnavailable,
+}
+
+
+def _error_from(response: httpx.Response) -> QAError:
+    status = response.status_code
+    cls = _ERRORS_BY_STATUS.get(status) or (ServerError if status >= 500 else QAError)
+    try:
+        error = response.json()["error"]
+        return cls(str(error["message"]), status=status, code=error.get("code"), detail=error.get("detail"))
+    except (ValueError, KeyError, TypeError):  # not our error shape (a proxy in between, say)
+        return cls(response.text[:500] or response.reason_phrase, status=status)
+
+
+# --- requests, shared by both clients --------------------------------------------------------------
+
+
+class AskOptions(TypedDict, total=False):
+    """Optional search settings of `ask` and `ask_batch` (see the API docs for each)."""
+
+    offset: int
+    filters: Filters | Mapping[str, Any]
+    min_score: float
+    one_per_article: bool
+    highlight: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[M]):
+    method: str
+    path: str
+    model: type[M]
+    json: Any = None
+    params: dict[str, Any] | None = None
+    idempotent: bool = True  # safe to send again after a connection error
+
+    def result(self, response: httpx.Response) -> M:
+        if response.is_error:
+            raise _error_from(response)
+        try:
+            return self.model.model_validate_json(response.content)
+        except ValidationError as exc:  # a server of another version, or not viqa at all
+            raise QAError(
+                f"unexpected response to {self.method} {self.path}: {exc}", status=response.status_code
+            ) from exc
+
+
+def _options(top_k: int, options: AskOptions) -> dict[str, Any]:
+    payload: dict[str, Any] = {"top_k": top_k, **options}
+    if isinstance(payload.get("filters"), BaseModel):
+        payload["filters"] = payload["filters"].model_dump(mode="json", exclude_none=True)
+    return payload
+
+
+def _ask(question: str, top_k: int, options: AskOptions) -> _Call[AskResponse]:
+    return _Call("POST", "/v1/ask", AskResponse, json={"question": question, **_options(top_k, options)})
+
+
+def _ask_batch(questions: Iterable[str], top_k: int, options: AskOptions) -> _Call[AskBatchResponse]:
+    payload = {"questions": list(questions), **_options(top_k, options)}
+    return _Call("POST", "/v1/ask/batch", AskBatchResponse, json=payload)
+
+
+def _add_articles(articles: Iterable[ArticleIn | Mapping[str, Any]]) -> _Call[IndexedArticles]:
+    records = [a.model_dump(mode="json", exclude_none=True) if isinstance(a, BaseModel) else dict(a) for a in articles]
+    return _Call("POST", "/v1/articles", IndexedArticles, json={"articles": records}, idempotent=False)
+
+
+def _article_path(article_id: str) -> str:
+    return f"/v1/articles/{quote(article_id, safe='')}"
+
+
+def _delete_article(article_id: str) -> _Call[DeletedArticle]:
+    return _Call("DELETE", _article_path(article_id), DeletedArticle, idempotent=False)
+
+
+def _list_articles(offset: int, limit: int) -> _Call[ArticleList]:
+    return _Call("GET", "/v1/articles", ArticleList, params={"offset": offset, "limit": limit})
+
+
+def _get_article(article_id: str) -> _Call[ArticleDetail]:
+    return _Call("GET", _article_path(article_id), ArticleDetail)
+
+
+_HEALTH = _Call("GET", "/healthz", Health)
+_READY = _Call("GET", "/readyz", Health)
+_STATS = _Call("GET", "/v1/stats", Stats)
+
+
+def _build(http: httpx.Client | httpx.AsyncClient, call: _Call[Any]) -> httpx.Request:
+    try:
+        return http.build_request(call.method, call.path, json=call.json, params=call.params)
+    except (ValueError, TypeError) as exc:  # NaN, lone surrogates, objects JSON cannot hold
+        raise BadRequest(f"cannot encode the request as JSON: {exc}") from exc
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": f"viqa-client/{__version__}", "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.2 * 2**attempt, 2.0)
+
+
+def _give_up(call: _Call[Any], exc: httpx.TransportError, attempts: int) -> QAConnectionError:
+    what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return QAConnectionError(f"{call.method} {call.path} {what}{tries}: {exc!r}")
+
+
+# --- clients ---------------------------------------------------------------------------------------
+
+
+class Client:
+    """Blocking client. Use as a context manager, or call `close()`.
+
+    `retries` is how many times a read is sent again after a connection error; `transport` lets you plug in
+    any httpx transport (e.g. `httpx.MockTransport` in tests).
+
+        >>> with Client("http://127.0.0.1:8000", api_key=None) as qa:  # doctest: +SKIP
+        ...     qa.stats().articles
+        5
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 60.0,
+        api_key: str | None = None,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport)
+
+    def _send(self, call: _Call[M]) -> M:
+        request, attempt = _build(self._http, call), 0
+        while True:
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                if not call.idempotent or attempt >= self.retries:
+                    raise _give_up(call, exc, attempt + 1) from exc
+                time.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            return call.result(response)
+
+    def ask(self, question: str, *, top_k: int = 5, **options: Unpack[AskOptions]) -> AskResponse:
+        """The `top_k` passages that best answer `question`, with their articles and highlighted sentences."""
+        return self._send(_ask(question, top_k, options))
+
+    def ask_batch(self, questions: Iterable[str], *, top_k: int = 5, **options: Unpack[AskOptions]) -> AskBatchResponse:
+        """Up to 32 questions in one call (encoded together); `results` follow the order of `questions`."""
+        return self._send(_ask_batch(questions, top_k, options))
+
+    def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
+        """Add or replace (by id) articles; returns each one's passage count. Never retried."""
+        return self._send(_add_articles(articles))
+
+    def delete_article(self, article_id: str) -> DeletedArticle:
+        """Delete an article; raises `NotFoundError` for an unknown id. Never retried."""
+        return self._send(_delete_article(article_id))
+
+    def list_articles(self, *, offset: int = 0, limit: int = 20) -> ArticleList:
+        """One page of articles (ordered by id); `count` is the total."""
+        return self._send(_list_articles(offset, limit))
+
+    def get_article(self, article_id: str) -> ArticleDetail:
+        """One article with its text and passage ids; raises `NotFoundError` for an unknown id."""
+        return self._send(_get_article(article_id))
+
+    def health(self) -> Health:
+        """Whether the process is up (`status == "ok"`)."""
+        return self._send(_HEALTH)
+
+    def ready(self) -> Health:
+        """`status == "ready"` once the model and index are loaded; raises `ServiceUnavailable` before."""
+        return self._send(_READY)
+
+    def stats(self) -> Stats:
+        """Article and passage counts, model, index kind, build and update times."""
+        return self._send(_STATS)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The same methods as `Client`, awaitable. Use `async with`, or call `await aclose()`.
+
+    >>> async with AsyncClient("http://127.0.0.1:8000") as qa:  # doctest: +SKIP
+    ...     answer = await qa.ask("Quận Nam Từ Liêm có bao nhiêu đảng viên?")
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 60.0,
+        api_key: str | None = None,
+        retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport
+        )
+
+    async def _send(self, call: _Call[M]) -> M:
+        request, attempt = _build(self._http, call), 0
+        while True:
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                if not call.idempotent or attempt >= self.retries:
+                    raise _give_up(call, exc, attempt + 1) from exc
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+                continue
+            return call.result(response)
+
+    async def ask(self, question: str, *, top_k: int = 5, **options: Unpack[AskOptions]) -> AskResponse:
+        """See `Client.ask`."""
+        return await self._send(_ask(question, top_k, options))
+
+    async def ask_batch(
+        self, questions: Iterable[str], *, top_k: int = 5, **options: Unpack[AskOptions]
+    ) -> AskBatchResponse:
+        """See `Client.ask_batch`."""
+        return await self._send(_ask_batch(questions, top_k, options))
+
+    async def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
+        """See `Client.add_articles`. Never retried."""
+        return await self._send(_add_articles(articles))
+
+    async def delete_article(self, article_id: str) -> DeletedArticle:
+        """See `Client.delete_article`. Never retried."""
+        return await self._send(_delete_article(article_id))
+
+    async def list_articles(self, *, offset: int = 0, limit: int = 20) -> ArticleList:
+        """See `Client.list_articles`."""
+        return await self._send(_list_articles(offset, limit))
+
+    async def get_article(self, article_id: str) -> ArticleDetail:
+        """See `Client.get_article`."""
+        return await self._send(_get_article(article_id))
+
+    async def health(self) -> Health:
+        """See `Client.health`."""
+        return await self._send(_HEALTH)
+
+    async def ready(self) -> Health:
+        """See `Client.ready`."""
+        return await self._send(_READY)
+
+    async def stats(self) -> Stats:
+        """See `Client.stats`."""
+        return await self._send(_STATS)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
