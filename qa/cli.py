@@ -1,4 +1,4 @@
-"""The `qa` command: index articles, serve the API, ask a question from the terminal."""
+"""The `qa` command: index articles, serve the API, ask a question from the terminal, measure retrieval."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from qa.config import Settings
 
@@ -32,6 +33,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from qa.encoders import load_encoder
     from qa.indexing import FILE, Indexer, open_index
 
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:  # before loading the model: fail in a second, not after ten
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     started = time.perf_counter()
     encoder = load_encoder(settings)
     store = open_index(settings, encoder, force_rebuild=args.rebuild, progress=True)
@@ -106,6 +110,33 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _parse_ks(value: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in value.split(",") if k.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--k wants integers like 1,5,10, got {value!r}") from exc
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError("--k values must be at least 1")
+    return ks
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.encoders import load_encoder
+    from qa.eval import build_index, evaluate, format_report, read_questions
+    from qa.retriever import Retriever
+
+    questions = read_questions(args.questions)[: args.limit]
+    encoder = load_encoder(settings)
+    store = build_index(args.contexts, encoder, chunking=settings.chunking, cache_dir=settings.data_dir / "eval-cache")
+    try:
+        retriever = Retriever(store, encoder, mode=args.mode)
+        report = evaluate(retriever, questions, ks=args.k, accent_free=args.strip_accents)
+    finally:
+        store.close()
+    print(json.dumps(report.to_json()) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qa", description="Vietnamese semantic question answering over news articles."
@@ -128,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, help="number of passages (default QA_TOP_K or 5)")
     p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="measure retrieval on a retrieval set (contexts.jsonl + questions.jsonl)")
+    p.add_argument("--contexts", type=Path, required=True, help="JSONL of {context_id, title, text}")
+    p.add_argument("--questions", type=Path, required=True, help="JSONL of {id, question, answers, context_id}")
+    p.add_argument("--k", type=_parse_ks, default=[1, 5, 10], help="recall cut-offs (default 1,5,10)")
+    p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="retrieval signals")
+    p.add_argument("--strip-accents", action="store_true", help="ask the questions with tone marks removed")
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

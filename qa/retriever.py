@@ -1,4 +1,12 @@
-"""The read path: question → candidates → ranked, filtered, paged, highlighted `Hit`s."""
+"""The read path: question → dense + lexical candidates → fused, filtered, paged, highlighted `Hit`s.
+
+Hybrid `Hit.score` is `w * dense' + (1 - w) * lexical'`, each signal min-max scaled over the question's
+normalisation pool (the top `candidates` of each signal) and clipped to [0, 1]: 1.0 is a passage best on both
+signals, and `min_score` is relative to the question's candidates (0.5 keeps passages at least halfway
+between the weakest and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`,
+`lexical_score`). Chosen over absolute normalisations and RRF on the dev sets (benchmarks/quality.md). In the
+single-signal modes the score is that signal (cosine; BM25 / the question's bound, see `qa.lexical`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 
@@ -13,10 +22,14 @@ from qa.chunking import Passage
 from qa.corpus import Article
 from qa.encoders import Encoder
 from qa.highlight import highlight
+from qa.lexical import LexicalMatches
 from qa.store import Store, StoredPassage
-from qa.text import normalize
+from qa.text import has_tone_marks, normalize, vietnamese_share
 
 log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +69,58 @@ class Candidate:
     lexical_score: float | None = None
 
 
-class Retriever:
-    """Dense retrieval over the store; lexical candidates and fusion plug in at `_candidates`."""
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """How dense and lexical scores combine; the weight was chosen on the dev sets (benchmarks/quality.md)."""
 
-    def __init__(self, store: Store, encoder: Encoder, *, candidates: int = 50) -> None:
+    dense_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ValueError("dense_weight must be within [0, 1]")
+
+    def combine(self, dense: np.ndarray, lexical: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Fused scores; `pool` (a boolean mask) marks the candidates whose range sets each signal's scale."""
+        return self.dense_weight * _scaled(dense, pool) + (1.0 - self.dense_weight) * _scaled(lexical, pool)
+
+
+def _scaled(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    low, high = float(values[pool].min()), float(values[pool].max())
+    if high <= low:
+        return np.ones_like(values) if high > 0 else np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def fuse(dense: dict[int, float], lexical: dict[int, float], pool: set[int], fusion: Fusion) -> list[Candidate]:
+    """Candidates of either signal ranked by the fused score; `dense` must score every candidate of both."""
+    keys = list(dense)
+    cos = np.fromiter((dense[k] for k in keys), dtype=np.float64, count=len(keys))
+    bm25 = np.fromiter((lexical.get(k, 0.0) for k in keys), dtype=np.float64, count=len(keys))
+    in_pool = np.fromiter((k in pool for k in keys), dtype=bool, count=len(keys))
+    fused = fusion.combine(cos, bm25, in_pool)
+    order = np.argsort(-fused, kind="stable")
+    return [Candidate(keys[i], float(fused[i]), float(cos[i]), float(bm25[i])) for i in order]
+
+
+class Retriever:
+    """Dense (FAISS) and lexical (BM25) candidates fused into one ranking; see the module doc for `score`."""
+
+    def __init__(
+        self,
+        store: Store,
+        encoder: Encoder,
+        *,
+        candidates: int = 50,
+        mode: Mode = "hybrid",
+        fusion: Fusion | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.store = store
         self.encoder = encoder
         self.candidates = candidates
+        self.mode = mode
+        self.fusion = fusion or Fusion()
 
     def search(self, question: str, top_k: int = 5, **options: object) -> SearchResult:
         return self.search_many([question], top_k, **options)[0]  # type: ignore[arg-type]
@@ -106,12 +164,38 @@ class Retriever:
 
     def _candidates(self, questions: list[str], depth: int, allowed: np.ndarray | None) -> list[list[Candidate]]:
         """Ranked candidates per question, best first."""
+        if self.mode == "lexical":
+            return [_lexical_only(self.store.search_lexical(q, allowed=allowed), depth) for q in questions]
         vectors = self.encoder.encode_queries(questions)
         scores, keys = self.store.search(vectors, depth, allowed=allowed)
-        return [
-            [Candidate(int(k), float(s), dense_score=float(s)) for s, k in zip(srow, krow, strict=True) if k >= 0]
+        dense_rows = [
+            {int(k): float(s) for s, k in zip(srow, krow, strict=True) if k >= 0}
             for srow, krow in zip(scores, keys, strict=True)
         ]
+        if self.mode == "dense":
+            return [[Candidate(k, s, dense_score=s) for k, s in row.items()] for row in dense_rows]
+        return [
+            self._hybrid(question, vector, dense, depth, allowed)
+            for question, vector, dense in zip(questions, vectors, dense_rows, strict=True)
+        ]
+
+    def _hybrid(
+        self, question: str, vector: np.ndarray, dense: dict[int, float], depth: int, allowed: np.ndarray | None
+    ) -> list[Candidate]:
+        if _is_foreign(question):
+            # Cross-lingual: BM25 over Vietnamese text only adds noise to an English question (-10 points R@5).
+            return [Candidate(k, s, dense_score=s) for k, s in dense.items()]
+        matches = self.store.search_lexical(question, allowed=allowed)
+        lexical = matches.as_dict()
+        top_lexical = matches.keys[:depth].tolist()
+        missing = [k for k in top_lexical if k not in dense]
+        # A lexical-only candidate gets its exact cosine, so both signals score every candidate.
+        for key, score in zip(missing, self.store.dense_scores(vector, missing).tolist(), strict=True):
+            if score == score:  # NaN: removed between the two searches
+                dense[key] = score
+        # The scale comes from a fixed pool, so paging deeper (a larger depth) never reorders earlier pages.
+        pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
+        return fuse(dense, lexical, pool & dense.keys(), self.fusion)
 
     @staticmethod
     def _assemble(
@@ -134,6 +218,19 @@ class Retriever:
                 seen_articles.add(record.article.id)
             hits.append(Hit(record.passage, record.article, c.score, c.dense_score, c.lexical_score))
         return hits
+
+
+def _is_foreign(question: str) -> bool:
+    """No tone marks and mostly words no Vietnamese syllable spells: another language (English, say)."""
+    return not has_tone_marks(question) and vietnamese_share(question) < 0.5
+
+
+def _lexical_only(matches: LexicalMatches, depth: int) -> list[Candidate]:
+    bound = matches.bound or 1.0
+    return [
+        Candidate(k, s / bound, lexical_score=s)
+        for k, s in zip(matches.keys[:depth].tolist(), matches.scores[:depth].tolist(), strict=True)
+    ]
 
 
 def _with_highlights(question: str, hit: Hit) -> Hit:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
-__all__ = ["canonical_tones", "has_tone_marks", "normalize", "strip_accents", "tokenize"]
+__all__ = ["canonical_tones", "has_tone_marks", "normalize", "strip_accents", "tokenize", "vietnamese_share"]
 
 # --- normalize --------------------------------------------------------------------------------------
 
@@ -102,7 +103,12 @@ def _tone_position(letters: str) -> int | None:
 
 
 def _canonical_syllable(match: re.Match[str]) -> str:
-    word = match.group()
+    return _canonical_word(match.group())
+
+
+# Vietnamese has a few thousand distinct syllables: caching makes tokenising a corpus ~10x faster.
+@lru_cache(maxsize=65_536)
+def _canonical_word(word: str) -> str:
     parts = [_split_letter(char) for char in word]
     tones = [(i, tone) for i, (_, tone) in enumerate(parts) if tone]
     # Zero or several tones (a typo, or not Vietnamese): nothing sensible to move.
@@ -161,3 +167,16 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:/\d+(?:[.,]\d+)*)*%?|[^\W\d_][^\W_]*")
 def tokenize(text: str) -> list[str]:
     """Lexical tokens: normalised, canonical tones, lowercase; one-letter syllables ("ở", "ý") kept."""
     return _TOKEN.findall(canonical_tones(normalize(text)).lower())
+
+
+def vietnamese_share(text: str) -> float:
+    """Share of the words of `text` that could be Vietnamese syllables once accents are gone (0.0 if no words).
+
+    Tells a question typed without tone marks ("quan nam tu liem", ~1.0) from English ("how many points", ~0.2).
+    """
+    words = _WORD.findall(strip_accents(text).lower())
+    if not words:
+        return 0.0
+    return sum(_tone_position(w.replace("d", "đ", 1) if w.startswith("d") else w) is not None for w in words) / len(
+        words
+    )

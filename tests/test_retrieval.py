@@ -51,3 +51,34 @@ def test_question_without_tone_marks_finds_the_article(service):
     question = strip_accents("Quận Nam Từ Liêm có bao nhiêu đảng viên?")
     hits = service.retriever.search(question, top_k=3).hits
     assert "002_793d685470df229a" in [h.article.id for h in hits]
+
+
+@pytest.mark.parametrize(("question", "article_id", "needle"), QUESTIONS)
+def test_unaccented_question_finds_the_answer_in_top_3(service, question, article_id, needle):
+    hits = service.retriever.search(strip_accents(question), top_k=3).hits
+    assert article_id in [h.article.id for h in hits]
+    if needle:
+        assert any(needle in h.passage.text for h in hits)
+
+
+def test_hits_carry_both_signals(service):
+    hits = service.retriever.search("Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?", top_k=5).hits
+    assert all(h.dense_score is not None and h.lexical_score is not None for h in hits)
+    assert hits[0].lexical_score > 0 and 0.0 <= hits[-1].score <= hits[0].score <= 1.0
+
+
+def test_paging_is_consistent(service):
+    question = "đại hội Đảng bộ"
+    first = service.retriever.search(question, top_k=10).hits
+    second = service.retriever.search(question, top_k=5, offset=5).hits
+    assert [h.passage.id for h in first[5:]] == [h.passage.id for h in second]
+
+
+def test_min_score_and_filters_apply_after_fusion(service):
+    from qa.retriever import Filters
+
+    question = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
+    strict = service.retriever.search(question, top_k=10, min_score=0.8).hits
+    assert strict and all(h.score >= 0.8 for h in strict)
+    only = service.retriever.search(question, top_k=5, filters=Filters(article_ids=("003_0b6753d6958e9fca",))).hits
+    assert only and {h.article.id for h in only} == {"003_0b6753d6958e9fca"}

@@ -1,0 +1,192 @@
+"""`qa eval`: index a retrieval set through the service's own pipeline and measure Recall@k, MRR@10, answer hits.
+
+Input is the shared format (`contexts.jsonl`: context_id, title, text; `retrieval.jsonl`: id, question,
+answers, context_id). Contexts become `Article`s, go through `Indexer` (chunking, encoder, `Store`) into a
+cached index under `embeddings/eval-cache/`, and questions go through the same `Retriever` the API uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from qa.corpus import Article
+from qa.encoders import Encoder
+from qa.indexing import Indexer
+from qa.retriever import Hit, Retriever
+from qa.store import Store, StoreError
+from qa.text import normalize, strip_accents
+
+log = logging.getLogger(__name__)
+
+EVAL_ORIGIN = "eval"
+_COMPLETE_MARK = "eval-complete"
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    questions: int
+    recall: dict[int, float]
+    mrr_at_10: float
+    answer_hit: dict[int, float]
+    mode: str
+    strip_accents: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "questions": self.questions,
+            "recall": {str(k): round(v, 4) for k, v in sorted(self.recall.items())},
+            "mrr@10": round(self.mrr_at_10, 4),
+            "answer_hit": {str(k): round(v, 4) for k, v in sorted(self.answer_hit.items())},
+            "mode": self.mode,
+            "strip_accents": self.strip_accents,
+            **self.extra,
+        }
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+
+
+def read_contexts(path: Path) -> list[Article]:
+    """Contexts as articles: id = context_id, title = title, body = text (normalised as the corpus reader does)."""
+    return [
+        Article(
+            id=str(row["context_id"]),
+            title=normalize(str(row.get("title") or "")),
+            body=normalize(str(row["text"])),
+            published_at=None,
+            source=None,
+            author=None,
+            fingerprint=hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest(),
+        )
+        for row in _read_jsonl(path)
+    ]
+
+
+def read_questions(path: Path) -> list[Question]:
+    return [
+        Question(
+            id=str(row["id"]),
+            question=str(row["question"]),
+            answers=tuple(str(a) for a in row.get("answers") or ()),
+            context_id=str(row["context_id"]),
+        )
+        for row in _read_jsonl(path)
+    ]
+
+
+def cache_key(contexts: Path, model: str, chunking: dict[str, int]) -> str:
+    digest = hashlib.sha256(Path(contexts).read_bytes())
+    digest.update(json.dumps({"model": model, "chunking": chunking}, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def build_index(
+    contexts: Path, encoder: Encoder, *, chunking: dict[str, int], cache_dir: Path, progress: bool = True
+) -> Store:
+    """The contexts indexed through `Indexer`, reused from `cache_dir` when contexts, model and chunking match."""
+    folder = Path(cache_dir) / cache_key(contexts, encoder.name, chunking)
+    if folder.exists():
+        try:
+            store = Store.open(folder)
+            if store.manifest().extra.get(_COMPLETE_MARK):
+                log.info("reusing cached eval index %s", folder)
+                return store
+            store.close()
+        except StoreError as exc:
+            log.warning("cached eval index %s unusable (%s): rebuilding it", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+    store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=chunking)
+    Indexer(store, encoder, chunking=chunking).add(read_contexts(contexts), origin=EVAL_ORIGIN, progress=progress)
+    store.set_meta(**{_COMPLETE_MARK: True, "contexts": str(contexts)})
+    return store
+
+
+def _contains_answer(text: str, answers: Sequence[str]) -> bool:
+    folded = normalize(text).casefold()
+    return any(a and normalize(a).casefold() in folded for a in answers)
+
+
+def _rank_of(hits: Sequence[Hit], context_id: str) -> int | None:
+    return next((rank for rank, h in enumerate(hits, 1) if h.article.id == context_id), None)
+
+
+def evaluate(
+    retriever: Retriever,
+    questions: Sequence[Question],
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    accent_free: bool = False,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EvalReport:
+    """Recall@k and MRR@10 by context (one hit per context), answer hits at 1 and 5, highlight hits at 1."""
+    depth = max([*ks, 10])
+    recall = dict.fromkeys(ks, 0)
+    answer_hit = dict.fromkeys((1, 5), 0)
+    reciprocal = 0.0
+    highlight_hits = 0
+    bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
+    for start in range(0, len(questions), batch_size):
+        batch = questions[start : start + batch_size]
+        texts = [strip_accents(q.question) if accent_free else q.question for q in batch]
+        results = retriever.search_many(texts, depth, one_per_article=True)
+        for question, result in zip(batch, results, strict=True):
+            rank = _rank_of(result.hits, question.context_id)
+            for k in recall:
+                recall[k] += rank is not None and rank <= k
+            reciprocal += 1.0 / rank if rank is not None and rank <= 10 else 0.0
+            for k in answer_hit:
+                answer_hit[k] += any(_contains_answer(h.passage.text, question.answers) for h in result.hits[:k])
+            highlight_hits += _highlight_hit(result.hits[:1], question.answers)
+        bar.update(len(batch))
+    bar.close()
+    n = max(len(questions), 1)
+    return EvalReport(
+        questions=len(questions),
+        recall={k: v / n for k, v in recall.items()},
+        mrr_at_10=reciprocal / n,
+        answer_hit={k: v / n for k, v in answer_hit.items()},
+        mode=retriever.mode,
+        strip_accents=accent_free,
+        extra={"highlight_hit@1": round(highlight_hits / n, 4)},
+    )
+
+
+def _highlight_hit(hits: Sequence[Hit], answers: Sequence[str]) -> bool:
+    """The top hit's highlighted sentences contain an answer string."""
+    return bool(hits) and any(_contains_answer(hits[0].passage.text[a:b], answers) for a, b in hits[0].highlights)
+
+
+def format_report(report: EvalReport) -> str:
+    recall = "  ".join(f"R@{k} {v:.3f}" for k, v in sorted(report.recall.items()))
+    hits = "  ".join(f"answer@{k} {v:.3f}" for k, v in sorted(report.answer_hit.items()))
+    accents = ", accents stripped" if report.strip_accents else ""
+    return (
+        f"{report.questions} questions, mode {report.mode}{accents}\n"
+        f"{recall}  MRR@10 {report.mrr_at_10:.3f}\n{hits}  highlight@1 {report.extra['highlight_hit@1']:.3f}"
+    )

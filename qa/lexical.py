@@ -1,0 +1,218 @@
+"""BM25 over Vietnamese passages, updated in place as articles are written and deleted.
+
+Two fields per passage: the accented syllables of `qa.text.tokenize`, and the same with every diacritic
+removed; a question typed without tone marks is scored against the accent-free field only, so "duong" meets
+both "đường" and "dương" while "đường" typed with its marks stays apart from "dương". Each field holds
+syllables; the accent-free field adds adjacent-syllable bigrams (Vietnamese words are mostly two syllables):
+once tone marks are gone, "hoan thanh" is far less ambiguous than "hoan" and "thanh" (+3 points R@1 on
+XQuAD-vi without marks), while on the accented field bigrams cost 2-4 points (benchmarks/quality.md).
+Postings are append-only arrays; a removed passage is a tombstone until compaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qa.text import has_tone_marks, strip_accents, tokenize
+
+__all__ = ["LexicalIndex", "LexicalMatches", "analyze"]
+
+log = logging.getLogger(__name__)
+
+# Lucene/bm25s defaults.
+K1 = 1.2
+B = 0.75
+
+
+def analyze(text: str, *, folded: bool, bigrams: bool = False) -> list[str]:
+    """The terms one field indexes for `text` (or a question): syllables, then syllable bigrams."""
+    tokens = tokenize(text)
+    if folded:
+        tokens = strip_accents(" ".join(tokens)).split()
+    if bigrams:
+        tokens += [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalMatches:
+    """Every live passage matching a question, best first: BM25 `scores` and `bound`, the best score possible.
+
+    `bound` = sum over the question's distinct terms of idf * (k1 + 1): a passage containing every term
+    many times approaches it; scores / bound is an absolute 0..1 measure of lexical match.
+    """
+
+    keys: np.ndarray  # int64
+    scores: np.ndarray  # float32, descending
+    bound: float
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.keys.tolist(), self.scores.tolist(), strict=True))
+
+
+class _Field:
+    """One inverted index: term → (slots, term frequencies); per slot, its terms for deletes and compaction."""
+
+    def __init__(self) -> None:
+        self.vocabulary: dict[str, int] = {}
+        self.slots: list[array] = []  # term id → array('i') of slots
+        self.tfs: list[array] = []  # term id → array('H') of term frequencies, parallel to slots
+        self.df: list[int] = []  # term id → live documents containing it
+        self.doc_terms: list[tuple[np.ndarray, np.ndarray] | None] = []  # slot → (term ids, tfs); None = free
+        self.doc_len = array("i")
+        self.total_len = 0
+
+    def add(self, slot: int, terms: Sequence[str]) -> None:
+        counts = Counter(terms)
+        ids = np.empty(len(counts), dtype=np.int32)
+        tfs = np.empty(len(counts), dtype=np.uint16)
+        for i, (term, tf) in enumerate(counts.items()):
+            term_id = self.vocabulary.get(term)
+            if term_id is None:
+                term_id = self.vocabulary[term] = len(self.slots)
+                self.slots.append(array("i"))
+                self.tfs.append(array("H"))
+                self.df.append(0)
+            self.slots[term_id].append(slot)
+            self.tfs[term_id].append(min(tf, 65_535))
+            self.df[term_id] += 1
+            ids[i], tfs[i] = term_id, min(tf, 65_535)
+        while len(self.doc_terms) <= slot:
+            self.doc_terms.append(None)
+            self.doc_len.append(0)
+        self.doc_terms[slot] = (ids, tfs)
+        self.doc_len[slot] = len(terms)
+        self.total_len += len(terms)
+
+    def remove(self, slot: int) -> None:
+        """Tombstone: df and lengths forget the document at once; its postings stay until `compact`."""
+        entry = self.doc_terms[slot]
+        if entry is None:
+            return
+        for term_id in entry[0].tolist():
+            self.df[term_id] -= 1
+        self.total_len -= self.doc_len[slot]
+        self.doc_len[slot] = 0
+        self.doc_terms[slot] = None
+
+    def compact(self, alive: np.ndarray) -> None:
+        """Drop postings of dead slots (slot numbers are kept, so the owner's maps stay valid)."""
+        for term_id in range(len(self.slots)):
+            slots = np.frombuffer(self.slots[term_id], dtype=np.int32)
+            if slots.size and not alive[slots].all():
+                keep = alive[slots]
+                self.slots[term_id] = array("i", slots[keep].tobytes())
+                self.tfs[term_id] = array("H", np.frombuffer(self.tfs[term_id], dtype=np.uint16)[keep].tobytes())
+
+    def scores(self, terms: Iterable[str], n_docs: int, size: int) -> tuple[np.ndarray, float]:
+        """BM25 of every slot for the distinct `terms`, and the bound (see `LexicalMatches`)."""
+        scores = np.zeros(size, dtype=np.float32)
+        bound = 0.0
+        if n_docs == 0:
+            return scores, bound
+        avg_len = max(self.total_len / n_docs, 1.0)
+        doc_len = np.frombuffer(self.doc_len, dtype=np.int32)[:size].astype(np.float32)
+        norm = K1 * (1.0 - B + B * doc_len / avg_len)
+        for term in set(terms):
+            term_id = self.vocabulary.get(term)
+            if term_id is None or self.df[term_id] <= 0:
+                continue
+            df = self.df[term_id]
+            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+            bound += idf * (K1 + 1.0)
+            slots = np.frombuffer(self.slots[term_id], dtype=np.int32)
+            tf = np.frombuffer(self.tfs[term_id], dtype=np.uint16).astype(np.float32)
+            # Slots are distinct within one posting list, so fancy-index += is exact.
+            scores[slots] += idf * tf * (K1 + 1.0) / (tf + norm[slots])
+        return scores, bound
+
+
+class LexicalIndex:
+    """BM25 over passage keys with an accented and an accent-free field; safe to share between threads."""
+
+    def __init__(self, *, bigrams: bool = False, folded_bigrams: bool = True, compact_ratio: float = 0.3) -> None:
+        self.bigrams = bigrams
+        self.folded_bigrams = folded_bigrams
+        self.compact_ratio = compact_ratio
+        self._accented = _Field()
+        self._folded = _Field()
+        self._slot_of: dict[int, int] = {}
+        self._key_of = array("q")  # slot → key, -1 when free
+        self._dead = 0
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._slot_of
+
+    def add(self, items: Iterable[tuple[int, str]]) -> None:
+        """Index (key, text) pairs; a key already present is replaced."""
+        analysed = [
+            (
+                key,
+                analyze(text, folded=False, bigrams=self.bigrams),
+                analyze(text, folded=True, bigrams=self.folded_bigrams),
+            )
+            for key, text in items
+        ]
+        with self._lock:
+            for key, accented, folded in analysed:
+                if key in self._slot_of:
+                    self._remove_one(key)
+                slot = len(self._key_of)
+                self._key_of.append(key)
+                self._slot_of[key] = slot
+                self._accented.add(slot, accented)
+                self._folded.add(slot, folded)
+
+    def remove(self, keys: Iterable[int]) -> None:
+        with self._lock:
+            for key in keys:
+                if key in self._slot_of:
+                    self._remove_one(key)
+            if self._dead > self.compact_ratio * max(len(self._key_of), 1) and self._dead > 64:
+                self._compact()
+
+    def _remove_one(self, key: int) -> None:
+        slot = self._slot_of.pop(key)
+        self._accented.remove(slot)
+        self._folded.remove(slot)
+        self._key_of[slot] = -1
+        self._dead += 1
+
+    def _compact(self) -> None:
+        alive = np.frombuffer(self._key_of, dtype=np.int64) >= 0
+        self._accented.compact(alive)
+        self._folded.compact(alive)
+        self._dead = 0
+        log.debug("lexical index compacted: %d live passages", len(self._slot_of))
+
+    def search(self, question: str, *, allowed: np.ndarray | None = None, folded: bool | None = None) -> LexicalMatches:
+        """Every passage sharing a term with `question`, best first, optionally only among `allowed` keys.
+
+        `folded` picks the field; by default the accent-free one when the question carries no tone marks.
+        """
+        if folded is None:
+            folded = not has_tone_marks(question)
+        terms = analyze(question, folded=folded, bigrams=self.folded_bigrams if folded else self.bigrams)
+        field = self._folded if folded else self._accented
+        with self._lock:
+            size = len(self._key_of)
+            scores, bound = field.scores(terms, len(self._slot_of), size)
+            key_of = np.frombuffer(self._key_of, dtype=np.int64)[:size].copy()
+        mask = (scores > 0) & (key_of >= 0)
+        if allowed is not None:
+            mask &= np.isin(key_of, np.asarray(allowed, dtype=np.int64))
+        hits = np.flatnonzero(mask)
+        order = hits[np.argsort(-scores[hits], kind="stable")]
+        return LexicalMatches(keys=key_of[order], scores=scores[order], bound=bound)

@@ -1,0 +1,185 @@
+"""The BM25 index: Vietnamese tokens, the accent-free field, parity with plain BM25, sync with the store."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from qa.chunking import chunk_text
+from qa.corpus import Article
+from qa.indexing import Indexer
+from qa.lexical import K1, B, LexicalIndex, analyze
+from qa.store import Store
+from tests.fakes import HashingEncoder
+
+DOCS = {
+    1: "Đường Láng ở quận Đống Đa được mở rộng năm 2020.",
+    2: "Dương Văn Minh là tổng thống cuối cùng.",
+    3: "Quận Nam Từ Liêm có 10.254 đảng viên, chiếm 92% kế hoạch.",
+    4: "Ý kiến cử tri về giá điện được gửi tới Quốc hội ngày 15/6/2020.",
+    5: "Hoà bình và thuỷ lợi là chủ đề của hội nghị.",
+}
+
+
+@pytest.fixture
+def index() -> LexicalIndex:
+    lexical = LexicalIndex()
+    lexical.add(DOCS.items())
+    return lexical
+
+
+def top(index: LexicalIndex, question: str, **kw) -> list[int]:
+    return index.search(question, **kw).keys.tolist()
+
+
+def test_analyze_keeps_one_letter_syllables_numbers_and_adds_bigrams():
+    terms = analyze("Ý kiến ở 10.254 hộ", folded=False, bigrams=True)
+    assert terms[:5] == ["ý", "kiến", "ở", "10.254", "hộ"]
+    assert "ý kiến" in terms and "10.254 hộ" in terms
+    assert analyze("Đường Láng", folded=True, bigrams=False) == ["duong", "lang"]
+
+
+def test_one_letter_syllable_and_number_tokens_match(index):
+    assert top(index, "ý")[0] == 4
+    assert top(index, "10.254")[0] == 3
+    assert top(index, "15/6/2020") == [4]
+    assert top(index, "92%") == [3]
+
+
+def test_accented_question_keeps_marks_apart(index):
+    assert top(index, "đường") == [1]
+    assert top(index, "dương") == [2]
+
+
+def test_question_without_marks_uses_accent_free_field(index):
+    assert set(top(index, "duong")) == {1, 2}
+    assert top(index, "quan nam tu liem co bao nhieu dang vien")[0] == 3
+    # English (no marks either) is matched the same way.
+    assert top(index, "Minh")[0] == 2
+
+
+def test_tone_placement_conventions_meet(index):
+    assert top(index, "hòa bình thủy lợi")[0] == 5
+
+
+def test_allowed_filter(index):
+    assert top(index, "quận", allowed=np.array([3])) == [3]
+    assert top(index, "quận", allowed=np.array([], dtype=np.int64)) == []
+
+
+def test_replace_and_remove(index):
+    index.add([(3, "Một văn bản khác hẳn.")])
+    assert 3 not in top(index, "đảng viên")
+    index.remove([1, 2])
+    assert top(index, "duong") == []
+    assert len(index) == 3
+
+
+def _reference_bm25(docs: dict[int, list[str]], query: list[str]) -> dict[int, float]:
+    """Textbook BM25 (Lucene idf), the slow way."""
+    n = len(docs)
+    avg = sum(map(len, docs.values())) / n
+    scores = dict.fromkeys(docs, 0.0)
+    for term in set(query):
+        df = sum(term in terms for terms in docs.values())
+        if not df:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for key, terms in docs.items():
+            tf = Counter(terms)[term]
+            scores[key] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * len(terms) / avg))
+    return {k: s for k, s in scores.items() if s > 0}
+
+
+@pytest.mark.parametrize("question", ["quận Đống Đa", "đảng viên quận", "hội nghị hoà bình", "duong lang"])
+def test_parity_with_reference_bm25_after_updates(question):
+    lexical = LexicalIndex(compact_ratio=0.0)
+    lexical.add(DOCS.items())
+    lexical.add([(6, "Quận Đống Đa có nhiều đảng viên."), (7, "Hội nghị bàn về quận.")])
+    lexical.remove([2, 6])
+    lexical.add([(6, "Quận Đống Đa, quận Đống Đa.")])
+    live = {**{k: v for k, v in DOCS.items() if k != 2}, 6: "Quận Đống Đa, quận Đống Đa.", 7: "Hội nghị bàn về quận."}
+    folded = question.isascii()
+    expected = _reference_bm25(
+        {k: analyze(v, folded=folded, bigrams=folded) for k, v in live.items()},
+        analyze(question, folded=folded, bigrams=folded),
+    )
+    got = lexical.search(question).as_dict()
+    assert got.keys() == expected.keys()
+    for key, score in expected.items():
+        assert got[key] == pytest.approx(score, rel=1e-5)
+
+
+def test_scores_below_bound(index):
+    matches = index.search("quận Nam Từ Liêm có bao nhiêu đảng viên")
+    assert 0 < matches.scores[0] < matches.bound
+
+
+def test_concurrent_reads_and_writes():
+    lexical = LexicalIndex()
+    lexical.add(DOCS.items())
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        for i in range(100, 300):
+            lexical.add([(i, f"Bài {i} về quận Đống Đa.")])
+            if i % 3 == 0:
+                lexical.remove([i - 1])
+
+    def reader() -> None:
+        try:
+            for _ in range(200):
+                assert 3 in top(lexical, "đảng viên")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+# --- kept in sync with the store ---------------------------------------------------------------------
+
+ENC = HashingEncoder()
+CHUNKING = {"target_words": 20, "max_words": 30, "min_words": 5, "overlap_sentences": 1}
+
+
+def article(article_id: str, body: str, title: str = "") -> Article:
+    return Article(article_id, title, body, datetime(2021, 1, 1), "src", None, fingerprint=f"{article_id}{body}")
+
+
+def lexical_articles(store: Store, question: str, **kw) -> list[str]:
+    keys = store.search_lexical(question, **kw).keys.tolist()
+    return [r.article.id for k in keys if (r := store.passages_by_key([k]).get(k))]
+
+
+def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
+    store = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
+    indexer = Indexer(store, ENC, chunking=CHUNKING)
+    indexer.add([article("a", DOCS[1]), article("b", DOCS[3], title="Nam Từ Liêm")], origin="api")
+    assert lexical_articles(store, "Đống Đa") == ["a"]
+    assert lexical_articles(store, "nam tu liem")[0] == "b"  # title and accent-free field ("năm" in a)
+    indexer.add([article("a", "Một nội dung mới về giao thông.")], origin="api")
+    assert lexical_articles(store, "Đống Đa") == []
+    assert lexical_articles(store, "giao thông") == ["a"]
+    indexer.delete(["a"])
+    assert lexical_articles(store, "giao thông") == []
+    allowed = store.keys_matching(article_ids=["b"])
+    assert lexical_articles(store, "đảng viên", allowed=allowed) == ["b"]
+    passages = chunk_text("c", DOCS[4], **CHUNKING)
+    store.upsert([(article("c", DOCS[4]), passages, ENC.encode_passages([p.text for p in passages]))], origin="file")
+    assert lexical_articles(store, "cử tri") == ["c"]
+    store.close()
+    reopened = Store.open(tmp_path / "idx")
+    assert len(reopened.lexical) == reopened.manifest().passages
+    assert lexical_articles(reopened, "cử tri") == ["c"]
+    assert lexical_articles(reopened, "giao thông") == []
+    reopened.close()
