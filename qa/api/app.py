@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa import __version__
 from qa.api.errors import ERROR_RESPONSES, BodySizeLimit, install_error_handlers
@@ -27,6 +30,34 @@ answer them, ranked, with the answering sentences marked.
 * **Writes** (`POST /v1/articles`, `DELETE /v1/articles/{id}`) need the API key when the server sets `QA_API_KEY`.
 * Every error has one shape: `{"error": {"code", "message", "detail"}}`.
 """
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response says no sniffing, no referrer, no framing (unless a route set its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _load(app: FastAPI, settings: Settings) -> None:
@@ -75,7 +106,16 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     app.state.not_ready_reason = "the model and index are still loading; retry in a few seconds"
     app.state.write_lock = asyncio.Lock()
     install_error_handlers(app)
+    # The last added runs first: security headers wrap everything, including 413s and CORS preflights.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # no CORS headers at all unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeaders)
     app.include_router(health.router)
     app.include_router(ask.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
     app.include_router(articles.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})

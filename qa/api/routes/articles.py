@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import unicodedata
 from collections import Counter
 from typing import Annotated
 
@@ -15,6 +17,7 @@ from qa.corpus import Article, ArticleError, article_from_record
 from qa.indexing import API
 from qa.schemas import (
     ArticleDetail,
+    ArticleIn,
     ArticleList,
     ArticlesIn,
     ArticleSummary,
@@ -41,7 +44,27 @@ def _summary(article: Article, passages: int) -> dict[str, object]:
     }
 
 
+# A news article is a few thousand characters; this bounds the embedding work one article can ask for.
+MAX_BODY_CHARS = 200_000
+
+
+def _check_fields(n: int, item: ArticleIn) -> None:
+    where = f"articles[{n}]"
+    # Ids are keys, never paths; dot segments could not even be addressed in a URL.
+    if item.id == "." or ".." in item.id:
+        raise InvalidRequest(f"{where}.id: {item.id!r} must not be '.' or contain '..'")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in item.id):
+        raise InvalidRequest(f"{where}.id: {item.id!r} must not contain control or invisible characters")
+    if len(item.body) > MAX_BODY_CHARS:
+        raise InvalidRequest(
+            f"{where}.body (id {item.id!r}): {len(item.body):,} characters, at most {MAX_BODY_CHARS:,}; "
+            "split the text into several articles"
+        )
+
+
 def _to_articles(body: ArticlesIn) -> list[Article]:
+    for n, item in enumerate(body.articles):
+        _check_fields(n, item)
     dupes = sorted(i for i, n in Counter(a.id for a in body.articles).items() if n > 1)
     if dupes:
         raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
@@ -56,7 +79,8 @@ def _to_articles(body: ArticlesIn) -> list[Article]:
 
 def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
     existing = {a.id for a in articles if service.store.article(a.id) is not None}
-    counts = service.indexer.add(articles, origin=API)
+    # One request is one transaction: a failure or a crash leaves none of its articles, never some.
+    counts = service.indexer.add(articles, origin=API, commit_every=sys.maxsize)
     return [IndexedArticle(id=a.id, passages=counts.get(a.id, 0), created=a.id not in existing) for a in articles]
 
 

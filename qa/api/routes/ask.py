@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from qa.api.deps import ServiceDep
+from qa.api.errors import InvalidRequest
 from qa.corpus import VIETNAM_TZ
 from qa.retriever import Filters, Hit, SearchResult
 from qa.schemas import (
@@ -24,6 +25,7 @@ from qa.schemas import (
 )
 from qa.schemas import Filters as FiltersIn
 from qa.service import Service
+from qa.text import normalize
 
 router = APIRouter(prefix="/v1", tags=["ask"])
 
@@ -77,6 +79,17 @@ def _nothing_matches(service: Service, filters: Filters | None) -> bool:
     return len(matching) == 0
 
 
+def _check_has_words(questions: list[str], field: str) -> None:
+    # Control characters, zero-width spaces and lone punctuation normalise to nothing worth searching for.
+    for n, question in enumerate(questions):
+        if not any(ch.isalnum() for ch in normalize(question)):
+            where = field if field == "question" else f"{field}[{n}]"
+            raise InvalidRequest(
+                f"{where}: needs at least one letter or digit (control characters or punctuation alone are not a "
+                "question)"
+            )
+
+
 def _search(service: Service, questions: list[str], options: SearchOptions) -> list[SearchResult]:
     filters = _filters(options.filters)
     if _nothing_matches(service, filters):
@@ -111,6 +124,7 @@ def _elapsed_ms(started: float) -> float:
 )
 async def ask(request: AskRequest, service: ServiceDep) -> AskResponse:
     started = time.perf_counter()
+    _check_has_words([request.question], "question")
     # Encoding is CPU-bound torch work: keep it off the event loop so health checks stay responsive.
     [result] = await run_in_threadpool(_search, service, [request.question], request)
     return _response(request.question, result, _elapsed_ms(started), service.encoder.name)
@@ -125,6 +139,7 @@ async def ask(request: AskRequest, service: ServiceDep) -> AskResponse:
 )
 async def ask_batch(request: AskBatchRequest, service: ServiceDep) -> AskBatchResponse:
     started = time.perf_counter()
+    _check_has_words(request.questions, "questions")
     results = await run_in_threadpool(_search, service, request.questions, request)
     took_ms = _elapsed_ms(started)
     model = service.encoder.name

@@ -1,0 +1,230 @@
+"""Load: 64 concurrent clients ask for 60 s against a real `qa serve` while a writer replaces and deletes articles.
+
+Promises checked (issue 4): every answer is a 200, and no hit list mixes two versions of one article. The
+figures (requests, errors, p50/p95 latency, throughput) are printed, and written as JSON to `$QA_LOAD_REPORT`
+when that is set; benchmarks/load.md keeps the measured ones. Traffic goes to 127.0.0.1 only and stops at the
+deadline.
+
+    QA_LOAD_REPORT=/tmp/load.json .venv/bin/pytest tests/test_load.py -m slow -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS = 64
+ASK_SECONDS = float(os.environ.get("QA_LOAD_SECONDS", "60"))
+MAX_REQUESTS = 500_000  # a bound on top of the deadline
+VERSIONED_IDS = ("load-cau-1", "load-cau-2", "load-cau-3")
+VERSION = re.compile(r"phiên bản (\d+)")
+QUESTIONS = (
+    "Cầu Vĩnh Phúc mới dài bao nhiêu mét?",
+    "Tổng vốn đầu tư cầu Vĩnh Phúc là bao nhiêu?",
+    "Ai chủ trì lễ thông xe cầu Vĩnh Phúc?",
+    "Quận Nam Từ Liêm có bao nhiêu đảng viên?",
+    "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?",
+    "cau Vinh Phuc thong xe khi nao",
+)
+
+
+def versioned_article(article_id: str, version: int) -> dict[str, str]:
+    """An article of several passages, each sentence (so each passage) carrying `phiên bản <version>`."""
+    n = VERSIONED_IDS.index(article_id) + 1
+    sentences = [
+        f"Theo phiên bản {version}, đoạn {i} cho biết cầu Vĩnh Phúc số {n} dài {300 + i} mét, rộng {20 + n} mét "
+        f"và được xây dựng trong {10 + i} tháng với tổng vốn {1000 + version} tỷ đồng do thành phố Hà Nội đầu tư."
+        for i in range(8)
+    ]
+    return {
+        "id": article_id,
+        "title": f"Thông xe cầu Vĩnh Phúc số {n}, phiên bản {version}",
+        "body": " ".join(sentences),
+        "source": "LOADTEST",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def qa_serve(data_dir: Path, models_dir: Path, log_file: Path) -> Iterator[str]:
+    """`qa serve` in a subprocess on a free loopback port; yields the base URL once /readyz is 200."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "QA_DATA_DIR": str(data_dir),
+        "QA_MODELS_DIR": str(models_dir),
+        "QA_SEEDS": str(REPO / "seeds"),
+        "QA_HOST": "127.0.0.1",
+        "PYTHONPATH": str(REPO),
+    }
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qa.cli", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, f"qa serve exited: {log_file.read_text(errors='replace')[-3000:]}"
+            assert time.monotonic() < deadline, "qa serve did not become ready in 240 s"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    mixed: list[str] = field(default_factory=list)
+    versioned_hits: int = 0
+    writes: int = 0
+    deletes: int = 0
+    write_seconds: list[float] = field(default_factory=list)
+
+    def check(self, body: dict) -> None:
+        """No hit list holds passages (or a title) of two versions of one article."""
+        seen: dict[str, set[int]] = {}
+        for hit in body["hits"]:
+            article = hit["article"]
+            if article["id"] not in VERSIONED_IDS:
+                continue
+            self.versioned_hits += 1
+            versions = {int(v) for v in VERSION.findall(hit["text"])}
+            versions |= {int(v) for v in VERSION.findall(article["title"])}
+            seen.setdefault(article["id"], set()).update(versions)
+        for article_id, versions in seen.items():
+            if len(versions) > 1:
+                self.mixed.append(f"{article_id}: versions {sorted(versions)} in one answer to {body['question']!r}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _asker(client: httpx.AsyncClient, worker: int, deadline: float, tally: Tally) -> None:
+    n = 0
+    while time.monotonic() < deadline and len(tally.latencies) + len(tally.errors) < MAX_REQUESTS:
+        n += 1
+        # Mostly new wordings (the question cache would otherwise answer them), some repeats.
+        base = QUESTIONS[(worker + n) % len(QUESTIONS)]
+        question = base if n % 4 == 0 else f"{base} ({worker}-{n})"
+        started = time.perf_counter()
+        try:
+            r = await client.post("/v1/ask", json={"question": question, "top_k": 10})
+        except httpx.HTTPError as exc:
+            tally.errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        elapsed = time.perf_counter() - started
+        if r.status_code != 200:
+            tally.errors.append(f"{r.status_code}: {r.text[:300]}")
+            continue
+        tally.latencies.append(elapsed)
+        tally.check(r.json())
+
+
+async def _writer(client: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
+    """Replace the versioned articles with a new version, and now and then delete one, until the deadline."""
+    present: set[str] = set()
+    version = 0
+    while time.monotonic() < deadline:
+        version += 1
+        ids = [i for k, i in enumerate(VERSIONED_IDS) if (version + k) % 3 != 0 or i not in present]
+        started = time.perf_counter()
+        r = await client.post("/v1/articles", json={"articles": [versioned_article(i, version) for i in ids]})
+        tally.write_seconds.append(time.perf_counter() - started)
+        if r.status_code != 200:
+            tally.errors.append(f"write {r.status_code}: {r.text[:300]}")
+            continue
+        tally.writes += 1
+        present.update(ids)
+        if version % 2 == 0:
+            victim = VERSIONED_IDS[version % len(VERSIONED_IDS)]
+            r = await client.delete(f"/v1/articles/{victim}")
+            if r.status_code != 200:
+                tally.errors.append(f"delete {r.status_code}: {r.text[:300]}")
+            else:
+                tally.deletes += 1
+                present.discard(victim)
+
+
+async def _run(url: str, seconds: float) -> tuple[Tally, float]:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=CLIENTS + 2, max_keepalive_connections=CLIENTS + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        r = await client.post("/v1/articles", json={"articles": [versioned_article(i, 0) for i in VERSIONED_IDS]})
+        assert r.status_code == 200, r.text
+        started = time.monotonic()
+        deadline = started + seconds
+        await asyncio.gather(
+            _writer(client, deadline, tally),
+            *(_asker(client, worker, deadline, tally) for worker in range(CLIENTS)),
+        )
+        elapsed = time.monotonic() - started
+    return tally, elapsed
+
+
+@pytest.mark.slow
+def test_64_clients_ask_while_articles_change(tmp_path, default_model_dir):
+    with qa_serve(tmp_path / "data", default_model_dir.parent, tmp_path / "serve.log") as url:
+        tally, elapsed = asyncio.run(_run(url, ASK_SECONDS))
+    requests = len(tally.latencies) + len(tally.errors)
+    report = {
+        "clients": CLIENTS,
+        "seconds": round(elapsed, 1),
+        "requests": requests,
+        "errors": len(tally.errors),
+        "throughput_rps": round(len(tally.latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(tally.latencies) * 1000, 1) if tally.latencies else None,
+        "p95_ms": round(percentile(tally.latencies, 0.95) * 1000, 1),
+        "p99_ms": round(percentile(tally.latencies, 0.99) * 1000, 1),
+        "max_ms": round(max(tally.latencies, default=float("nan")) * 1000, 1),
+        "hits_from_changing_articles": tally.versioned_hits,
+        "mixed_answers": len(tally.mixed),
+        "writes": tally.writes,
+        "deletes": tally.deletes,
+        "write_p50_ms": round(statistics.median(tally.write_seconds) * 1000, 1) if tally.write_seconds else None,
+    }
+    print("\nload:", json.dumps(report))
+    if os.environ.get("QA_LOAD_REPORT"):
+        Path(os.environ["QA_LOAD_REPORT"]).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    assert not tally.errors, f"{len(tally.errors)} errors, first: {tally.errors[:3]}"
+    assert not tally.mixed, tally.mixed[:3]
+    assert tally.writes >= 3 and tally.deletes >= 1, "the writer barely ran: the test did not exercise changes"
+    assert tally.versioned_hits > 0, "no answer touched the changing articles"
