@@ -36,14 +36,22 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:  # before loading the model: fail in a second, not after ten
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    # Read everything once before writing anything: a bad line late in a file must not leave half of it indexed.
+    total = sum(1 for _ in read_articles(args.paths))
     started = time.perf_counter()
     encoder = load_encoder(settings)
     store = open_index(settings, encoder, force_rebuild=args.rebuild, progress=True)
     try:
         if args.paths:
             indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
-            counts = indexer.add(read_articles(args.paths), origin=FILE, progress=True)
-            print(f"indexed {len(counts)} articles ({sum(counts.values())} passages) from {len(args.paths)} path(s)")
+            known = store.fingerprints()
+            # Unchanged articles keep their vectors, so re-running after an interruption resumes where it stopped.
+            changed = (a for a in read_articles(args.paths) if known.get(a.id) != a.fingerprint)
+            counts = indexer.add(changed, origin=FILE, progress=True)
+            print(
+                f"indexed {len(counts)} articles ({sum(counts.values())} passages) from {len(args.paths)} path(s); "
+                f"{total - len(counts)} unchanged"
+            )
         m = store.manifest()
         print(
             f"index {store.path}: {m.articles} articles, {m.passages} passages, model {m.model} "

@@ -176,19 +176,31 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
 
 
 def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = False, progress: bool = False) -> Store:
-    """Open the configured index, rebuilding it when missing or stale and syncing it with the seeds."""
+    """Open the configured index, rebuilding it when missing or stale and syncing it with the seeds.
+
+    An unreadable index is an error, never silently replaced (articles added through the API live only there),
+    unless a rebuild was asked for.
+    """
     target = settings.index_dir
     recover_interrupted_swap(target)
-    store: Store | None = None
+    previous: Store | None = None
+    reason: str | None = "no index yet"
     if target.exists():
-        store = Store.open(target)
-        reason = "--rebuild asked" if force_rebuild else stale_reason(store, encoder, settings.chunking)
-        if reason:
-            log.warning("rebuilding index %s: %s", target, reason)
-            store = rebuild(settings, encoder, previous=store, progress=progress)
+        try:
+            previous = Store.open(target)
+        except StoreError as exc:
+            if not force_rebuild:
+                raise
+            log.warning("index %s cannot be read (%s): building a new one", target, exc)
+            reason = "unreadable index"
+        else:
+            reason = "--rebuild asked" if force_rebuild else stale_reason(previous, encoder, settings.chunking)
+    if reason:
+        log.info("building index %s: %s", target, reason)
+        store = rebuild(settings, encoder, previous=previous, progress=progress)
     else:
-        log.info("no index at %s: building it", target)
-        store = rebuild(settings, encoder, previous=None, progress=progress)
+        assert previous is not None
+        store = previous
     sync_seeds(settings, store, encoder, progress=progress)
     return store
 

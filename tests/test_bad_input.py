@@ -279,6 +279,8 @@ def test_qa_ask_with_an_empty_question(cli_env, capsys, question):
 
 
 def _articles_in(data: Path) -> int:
+    if not (data / "default").exists():  # bad input found before the index was even created
+        return 0
     store = Store.open(data / "default")
     try:
         return store.manifest().articles
@@ -311,11 +313,6 @@ def test_qa_index_names_the_bad_line_and_writes_nothing(cli_env, capsys, bad_lin
     assert _articles_in(cli_env / "data") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa/cli.py cmd_index indexes while reading, committing every 256 passages: read (and so validate) "
-    "all files first, e.g. `articles = list(read_articles(args.paths))` before load_encoder",
-)
 def test_qa_index_writes_nothing_when_a_late_line_is_bad(cli_env, capsys):
     """The bad line comes after more than one commit batch of good ones."""
     path = cli_env / "many.jsonl"

@@ -95,11 +95,6 @@ NEEDS_STORE_FIX = pytest.mark.xfail(
     reason="qa/store.py: Store.open lets sqlite3.DatabaseError from damage past the header escape "
     "(_load_faiss/_load_lexical); wrap them in StoreError",
 )
-NEEDS_REBUILD_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="qa/indexing.py: open_index calls Store.open even with force_rebuild, so `qa index --rebuild` "
-    "cannot replace an unreadable index",
-)
 
 
 def _name(value: object) -> str:
@@ -125,7 +120,7 @@ def test_cli_says_what_is_wrong_in_one_line(index_dir, capsys, damage, command):
     _one_clear_line(capsys.readouterr().err, index_dir)
 
 
-@pytest.mark.parametrize("damage", [pytest.param(d, marks=NEEDS_REBUILD_FIX) for d in DAMAGE], ids=_name)
+@pytest.mark.parametrize("damage", DAMAGE, ids=_name)
 def test_the_rebuild_path_it_names_works(index_dir, capsys, damage):
     """Following the message's advice (`qa index --rebuild`) gives a working index again."""
     damage(index_dir)
