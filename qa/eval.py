@@ -154,15 +154,17 @@ def evaluate(
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
         texts = [strip_accents(q.question) if accent_free else q.question for q in batch]
-        results = retriever.search_many(texts, depth, one_per_article=True)
-        for question, result in zip(batch, results, strict=True):
+        results = retriever.search_many(texts, depth, one_per_article=True, with_highlights=False)
+        # Only the top hit's highlight is measured: highlight just that one (as the API would highlight a page).
+        tops = retriever.add_highlights(texts, [r.hits[:1] for r in results])
+        for question, result, top in zip(batch, results, tops, strict=True):
             rank = _rank_of(result.hits, question.context_id)
             for k in recall:
                 recall[k] += rank is not None and rank <= k
             reciprocal += 1.0 / rank if rank is not None and rank <= 10 else 0.0
             for k in answer_hit:
                 answer_hit[k] += any(_contains_answer(h.passage.text, question.answers) for h in result.hits[:k])
-            highlight_hits += _highlight_hit(result.hits[:1], question.answers)
+            highlight_hits += _highlight_hit(top, question.answers)
         bar.update(len(batch))
     bar.close()
     n = max(len(questions), 1)

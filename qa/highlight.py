@@ -1,11 +1,22 @@
-"""Find the sentence(s) of a passage that answer a question, as character spans into the passage text."""
+"""Find the sentence(s) of a passage that answer a question, as character spans into the passage text.
+
+Two signals per sentence: lexical overlap with the question (terms and term pairs), and, when the caller has
+them, the cosine of the question with each sentence encoded by the retrieval model ("title\nsentence" as a
+passage). Both are standardised over the passage's sentences and summed as z(cosine) + 0.5 * z(overlap) for a
+question with tone marks; a question in another language uses the cosine alone (it shares no words with the
+passage) and a Vietnamese question typed without tone marks the overlap alone (the model is nearly blind to
+unaccented Vietnamese). Measured in benchmarks/quality.md (highlight@1).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 from qa.chunking import Passage
-from qa.text import strip_accents, tokenize
+from qa.text import has_tone_marks, strip_accents, tokenize, vietnamese_share
 
 # Function words carry no evidence of an answer; questions are full of them.
 _STOPWORDS = frozenset(
@@ -21,27 +32,70 @@ def _terms(text: str, folded: bool) -> list[str]:
     return [strip_accents(t) for t in tokens] if folded else tokens
 
 
-def highlight(question: str, passage: Passage, *, max_sentences: int = 1) -> tuple[tuple[int, int], ...]:
-    """Spans of the best-matching sentences: question terms and term pairs found in each sentence.
+# Weight of the standardised lexical overlap next to the standardised cosine (chosen on both dev sets).
+LEXICAL_WEIGHT = 0.5
+
+
+def dense_signal(question: str) -> str:
+    """Which signals highlight `question`: "both" (tone marks), "dense" (another language) or "lexical"."""
+    if has_tone_marks(question):
+        return "both"
+    return "dense" if vietnamese_share(question) < 0.5 else "lexical"
+
+
+def overlap_scores(question: str, passage: Passage) -> list[float]:
+    """Per sentence: question terms and term pairs found in it, over log length (0.0 = nothing shared).
 
     A question typed without tone marks is matched against the accent-free sentence.
     """
     folded = strip_accents(question) == question
     q_terms = _terms(question, folded)
-    if not q_terms or not passage.sentences:
-        return ()
     q_set = set(q_terms)
     q_pairs = set(zip(q_terms, q_terms[1:], strict=False))
-    scored: list[tuple[float, int, tuple[int, int]]] = []
-    for i, (start, end) in enumerate(passage.sentences):
+    out = []
+    for start, end in passage.sentences:
         s_terms = _terms(passage.text[start:end], folded)
-        if not s_terms:
+        if not s_terms or not q_set:
+            out.append(0.0)
             continue
         overlap = len(q_set.intersection(s_terms))
         pairs = len(q_pairs.intersection(zip(s_terms, s_terms[1:], strict=False)))
         # Dividing by log length keeps a long sentence from winning on size alone.
-        score = (overlap + 2 * pairs) / math.log(len(s_terms) + 2)
-        if overlap:
-            scored.append((score, -i, (start, end)))
-    scored.sort(reverse=True)
-    return tuple(sorted(span for _, _, span in scored[:max_sentences]))
+        out.append((overlap + 2 * pairs) / math.log(len(s_terms) + 2))
+    return out
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def highlight(
+    question: str,
+    passage: Passage,
+    *,
+    sentence_cosines: Sequence[float] | None = None,
+    max_sentences: int = 1,
+) -> tuple[tuple[int, int], ...]:
+    """Spans of the sentences that best answer `question`, in passage order.
+
+    `sentence_cosines` (one per `passage.sentences`) adds the model's signal; without it, or for an unaccented
+    Vietnamese question, only sentences sharing a term with the question can be highlighted.
+    """
+    if not passage.sentences:
+        return ()
+    lexical = np.asarray(overlap_scores(question, passage), dtype=np.float64)
+    signal = dense_signal(question) if sentence_cosines is not None else "lexical"
+    if signal == "lexical":
+        eligible = lexical > 0
+        scores = lexical
+    else:
+        cosines = np.asarray(sentence_cosines, dtype=np.float64)
+        if cosines.shape != lexical.shape:
+            raise ValueError("one cosine per sentence expected")
+        eligible = np.ones_like(lexical, dtype=bool)
+        scores = _standardised(cosines)
+        if signal == "both":
+            scores = scores + LEXICAL_WEIGHT * _standardised(lexical)
+    ranked = sorted((i for i in range(len(scores)) if eligible[i]), key=lambda i: (-scores[i], i))
+    return tuple(sorted(passage.sentences[i] for i in ranked[:max_sentences]))

@@ -1,12 +1,14 @@
 """BM25 over Vietnamese passages, updated in place as articles are written and deleted.
 
-Two fields per passage: the accented syllables of `qa.text.tokenize`, and the same with every diacritic
-removed; a question typed without tone marks is scored against the accent-free field only, so "duong" meets
-both "đường" and "dương" while "đường" typed with its marks stays apart from "dương". Each field holds
-syllables; the accent-free field adds adjacent-syllable bigrams (Vietnamese words are mostly two syllables):
-once tone marks are gone, "hoan thanh" is far less ambiguous than "hoan" and "thanh" (+3 points R@1 on
-XQuAD-vi without marks), while on the accented field bigrams cost 2-4 points (benchmarks/quality.md).
-Postings are append-only arrays; a removed passage is a tombstone until compaction.
+Three fields per passage: the accented syllables of `qa.text.tokenize`; their adjacent-syllable bigrams
+("phrases": Vietnamese words are mostly two syllables, so a bigram stands for a word); and the syllables with
+every diacritic removed plus their bigrams. A question typed with tone marks is scored as
+BM25(syllables) + `phrase_weight` * BM25(phrases), a BM25F-style sum in which the word-level field refines the
+syllable ranking without swamping it (+1.4 points R@1 on MLQA-vi, +0.4 on XQuAD-vi; mixing bigrams into the
+syllable bag instead cost 2-4 points). A question without tone marks is scored against the accent-free field
+only, so "duong" meets both "đường" and "dương" while "đường" typed with its marks stays apart from "dương";
+there the bigrams share one bag with the syllables (+3 points R@1 on XQuAD-vi without marks).
+See benchmarks/quality.md. Postings are append-only arrays; a removed passage is a tombstone until compaction.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def analyze(text: str, *, folded: bool, bigrams: bool = False) -> list[str]:
     if folded:
         tokens = strip_accents(" ".join(tokens)).split()
     if bigrams:
-        tokens += [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+        tokens += _bigrams(tokens)
     return tokens
+
+
+def _bigrams(tokens: Sequence[str]) -> list[str]:
+    return [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +142,27 @@ class _Field:
 
 
 class LexicalIndex:
-    """BM25 over passage keys with an accented and an accent-free field; safe to share between threads."""
+    """BM25 over passage keys: accented syllables and phrases, and an accent-free field; safe to share between threads.
 
-    def __init__(self, *, bigrams: bool = False, folded_bigrams: bool = True, compact_ratio: float = 0.3) -> None:
+    `phrase_weight` 0 drops the phrase field (and its memory); `bigrams` mixes bigrams into the syllable bag.
+    """
+
+    def __init__(
+        self,
+        *,
+        bigrams: bool = False,
+        folded_bigrams: bool = True,
+        phrase_weight: float = 0.3,
+        compact_ratio: float = 0.3,
+    ) -> None:
+        if phrase_weight < 0:
+            raise ValueError("phrase_weight must not be negative")
         self.bigrams = bigrams
         self.folded_bigrams = folded_bigrams
+        self.phrase_weight = phrase_weight
         self.compact_ratio = compact_ratio
         self._accented = _Field()
+        self._phrases = _Field()
         self._folded = _Field()
         self._slot_of: dict[int, int] = {}
         self._key_of = array("q")  # slot → key, -1 when free
@@ -157,22 +177,21 @@ class LexicalIndex:
 
     def add(self, items: Iterable[tuple[int, str]]) -> None:
         """Index (key, text) pairs; a key already present is replaced."""
-        analysed = [
-            (
-                key,
-                analyze(text, folded=False, bigrams=self.bigrams),
-                analyze(text, folded=True, bigrams=self.folded_bigrams),
-            )
-            for key, text in items
-        ]
+        analysed = []
+        for key, text in items:
+            syllables = analyze(text, folded=False)
+            phrases = _bigrams(syllables) if self.phrase_weight else []
+            accented = syllables + _bigrams(syllables) if self.bigrams else syllables
+            analysed.append((key, accented, phrases, analyze(text, folded=True, bigrams=self.folded_bigrams)))
         with self._lock:
-            for key, accented, folded in analysed:
+            for key, accented, phrases, folded in analysed:
                 if key in self._slot_of:
                     self._remove_one(key)
                 slot = len(self._key_of)
                 self._key_of.append(key)
                 self._slot_of[key] = slot
                 self._accented.add(slot, accented)
+                self._phrases.add(slot, phrases)
                 self._folded.add(slot, folded)
 
     def remove(self, keys: Iterable[int]) -> None:
@@ -186,6 +205,7 @@ class LexicalIndex:
     def _remove_one(self, key: int) -> None:
         slot = self._slot_of.pop(key)
         self._accented.remove(slot)
+        self._phrases.remove(slot)
         self._folded.remove(slot)
         self._key_of[slot] = -1
         self._dead += 1
@@ -193,6 +213,7 @@ class LexicalIndex:
     def _compact(self) -> None:
         alive = np.frombuffer(self._key_of, dtype=np.int64) >= 0
         self._accented.compact(alive)
+        self._phrases.compact(alive)
         self._folded.compact(alive)
         self._dead = 0
         log.debug("lexical index compacted: %d live passages", len(self._slot_of))
@@ -205,10 +226,17 @@ class LexicalIndex:
         if folded is None:
             folded = not has_tone_marks(question)
         terms = analyze(question, folded=folded, bigrams=self.folded_bigrams if folded else self.bigrams)
-        field = self._folded if folded else self._accented
         with self._lock:
-            size = len(self._key_of)
-            scores, bound = field.scores(terms, len(self._slot_of), size)
+            size, n_docs = len(self._key_of), len(self._slot_of)
+            if folded:
+                scores, bound = self._folded.scores(terms, n_docs, size)
+            else:
+                scores, bound = self._accented.scores(terms, n_docs, size)
+                if self.phrase_weight:
+                    syllables = terms if not self.bigrams else analyze(question, folded=False)
+                    phrase_scores, phrase_bound = self._phrases.scores(_bigrams(syllables), n_docs, size)
+                    scores += np.float32(self.phrase_weight) * phrase_scores
+                    bound += self.phrase_weight * phrase_bound
             key_of = np.frombuffer(self._key_of, dtype=np.int64)[:size].copy()
         mask = (scores > 0) & (key_of >= 0)
         if allowed is not None:

@@ -1,10 +1,12 @@
 """The read path: question → dense + lexical candidates → fused, filtered, paged, highlighted `Hit`s.
 
-Hybrid `Hit.score` is `w * dense' + (1 - w) * lexical'`, each signal min-max scaled over the question's
-normalisation pool (the top `candidates` of each signal) and clipped to [0, 1]: 1.0 is a passage best on both
-signals, and `min_score` is relative to the question's candidates (0.5 keeps passages at least halfway
-between the weakest and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`,
-`lexical_score`). Chosen over absolute normalisations and RRF on the dev sets (benchmarks/quality.md). In the
+Hybrid ranking is by `w * z(dense) + (1 - w) * z(lexical)`, each signal standardised (z-score) over the
+question's normalisation pool (the top `candidates` of each signal); `w` is 0.5 for a question with tone marks
+and 0.3 for one without (the dense model is nearly blind to unaccented Vietnamese). `Hit.score` is that fused
+value min-max scaled over the pool and clipped to [0, 1]: 1.0 is the question's best candidate, and
+`min_score` is relative to the question's candidates (0.5 keeps passages at least halfway between the weakest
+and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`, `lexical_score`). Chosen over
+min-max fusion, absolute normalisations and RRF on both dev sets (benchmarks/quality.md). In the
 single-signal modes the score is that signal (cosine; BM25 / the question's bound, see `qa.lexical`).
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 from qa.chunking import Passage
 from qa.corpus import Article
 from qa.encoders import Encoder
-from qa.highlight import highlight
+from qa.highlight import dense_signal, highlight
 from qa.lexical import LexicalMatches
 from qa.store import Store, StoredPassage
 from qa.text import has_tone_marks, normalize, vietnamese_share
@@ -71,17 +73,27 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Fusion:
-    """How dense and lexical scores combine; the weight was chosen on the dev sets (benchmarks/quality.md)."""
+    """How dense and lexical scores combine; weights and normalisation were chosen on both dev sets
+    (benchmarks/quality.md). `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks."""
 
     dense_weight: float = 0.5
+    unaccented_dense_weight: float = 0.3
+    normalization: Literal["zscore", "minmax"] = "zscore"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.dense_weight <= 1.0:
-            raise ValueError("dense_weight must be within [0, 1]")
+        if not (0.0 <= self.dense_weight <= 1.0 and 0.0 <= self.unaccented_dense_weight <= 1.0):
+            raise ValueError("dense weights must be within [0, 1]")
+        if self.normalization not in ("zscore", "minmax"):
+            raise ValueError("normalization must be zscore or minmax")
 
-    def combine(self, dense: np.ndarray, lexical: np.ndarray, pool: np.ndarray) -> np.ndarray:
-        """Fused scores; `pool` (a boolean mask) marks the candidates whose range sets each signal's scale."""
-        return self.dense_weight * _scaled(dense, pool) + (1.0 - self.dense_weight) * _scaled(lexical, pool)
+    def weight_for(self, question: str) -> float:
+        return self.dense_weight if has_tone_marks(question) else self.unaccented_dense_weight
+
+    def combine(self, dense: np.ndarray, lexical: np.ndarray, pool: np.ndarray, dense_weight: float) -> np.ndarray:
+        """Fused scores in [0, 1]; `pool` (a boolean mask, not empty) marks the candidates that set the scales."""
+        norm = _standardised if self.normalization == "zscore" else _scaled
+        fused = dense_weight * norm(dense, pool) + (1.0 - dense_weight) * norm(lexical, pool)
+        return fused if self.normalization == "minmax" else _scaled(fused, pool)
 
 
 def _scaled(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -91,13 +103,28 @@ def _scaled(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
-def fuse(dense: dict[int, float], lexical: dict[int, float], pool: set[int], fusion: Fusion) -> list[Candidate]:
+def _standardised(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """(values - mean) / std over the pool: unlike min-max, one outlier does not squash everyone else."""
+    mean, std = float(values[pool].mean()), float(values[pool].std())
+    return (values - mean) / std if std > 0 else np.zeros_like(values)
+
+
+def fuse(
+    dense: dict[int, float],
+    lexical: dict[int, float],
+    pool: set[int],
+    fusion: Fusion,
+    dense_weight: float | None = None,
+) -> list[Candidate]:
     """Candidates of either signal ranked by the fused score; `dense` must score every candidate of both."""
     keys = list(dense)
+    in_pool = np.fromiter((k in pool for k in keys), dtype=bool, count=len(keys))
+    if not in_pool.any():
+        return []
     cos = np.fromiter((dense[k] for k in keys), dtype=np.float64, count=len(keys))
     bm25 = np.fromiter((lexical.get(k, 0.0) for k in keys), dtype=np.float64, count=len(keys))
-    in_pool = np.fromiter((k in pool for k in keys), dtype=bool, count=len(keys))
-    fused = fusion.combine(cos, bm25, in_pool)
+    weight = fusion.dense_weight if dense_weight is None else dense_weight
+    fused = fusion.combine(cos, bm25, in_pool, weight)
     order = np.argsort(-fused, kind="stable")
     return [Candidate(keys[i], float(fused[i]), float(cos[i]), float(bm25[i])) for i in order]
 
@@ -113,6 +140,7 @@ class Retriever:
         candidates: int = 50,
         mode: Mode = "hybrid",
         fusion: Fusion | None = None,
+        model_highlights: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -121,6 +149,9 @@ class Retriever:
         self.candidates = candidates
         self.mode = mode
         self.fusion = fusion or Fusion()
+        # How many hits at the top of each page get their sentences scored by the model as well (the rest:
+        # lexical overlap): encoding sentences costs ~25 ms each on 2 busy cores (benchmarks/quality.md).
+        self.model_highlights = model_highlights
 
     def search(self, question: str, top_k: int = 5, **options: object) -> SearchResult:
         return self.search_many([question], top_k, **options)[0]  # type: ignore[arg-type]
@@ -151,21 +182,57 @@ class Retriever:
             )
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
-        ranked = self._candidates(cleaned, depth, allowed)
+        ranked, vectors = self._candidates(cleaned, depth, allowed)
         records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
-        results = []
-        for question, row in zip(cleaned, ranked, strict=True):
+        pages, totals = [], []
+        for row in ranked:
             hits = self._assemble(row, records, min_score, one_per_article)
-            page = hits[offset : offset + top_k]
-            if with_highlights:
-                page = [_with_highlights(question, h) for h in page]
-            results.append(SearchResult(hits=page, total=len(hits)))
-        return results
+            pages.append(hits[offset : offset + top_k])
+            totals.append(len(hits))
+        if with_highlights:
+            pages = self._highlighted(cleaned, vectors, pages)
+        return [SearchResult(hits=page, total=total) for page, total in zip(pages, totals, strict=True)]
 
-    def _candidates(self, questions: list[str], depth: int, allowed: np.ndarray | None) -> list[list[Candidate]]:
-        """Ranked candidates per question, best first."""
+    def add_highlights(self, questions: Sequence[str], pages: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
+        """`pages` (hits found without highlights, one list per question) with their answer spans."""
+        cleaned = [normalize(q).strip() for q in questions]
+        vectors = self.encoder.encode_queries(cleaned) if self.mode != "lexical" and cleaned else None
+        return self._highlighted(cleaned, vectors, [list(page) for page in pages])
+
+    def _highlighted(self, questions: list[str], vectors: np.ndarray | None, pages: list[list[Hit]]) -> list[list[Hit]]:
+        """Hits with their answer spans; the sentences the model scores (those of the top `model_highlights`
+        hits of each page) are encoded in one batch for the whole request."""
+        wanted = [
+            vectors is not None and dense_signal(question) != "lexical" for question in questions
+        ]  # unaccented Vietnamese: lexical overlap only, no encoding
+        texts = [
+            f"{h.article.title}\n{h.passage.text[a:b]}" if h.article.title else h.passage.text[a:b]
+            for want, page in zip(wanted, pages, strict=True)
+            if want
+            for h in page[: self.model_highlights]
+            for a, b in h.passage.sentences
+        ]
+        sentence_vectors = self.encoder.encode_passages(texts, batch_size=64) if texts else None
+        out, row = [], 0
+        for i, (question, page) in enumerate(zip(questions, pages, strict=True)):
+            highlighted = []
+            for rank, h in enumerate(page):
+                cosines = None
+                if wanted[i] and rank < self.model_highlights and sentence_vectors is not None and vectors is not None:
+                    n = len(h.passage.sentences)
+                    cosines = (sentence_vectors[row : row + n] @ vectors[i]).tolist()
+                    row += n
+                spans = highlight(question, h.passage, sentence_cosines=cosines)
+                highlighted.append(Hit(h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
+            out.append(highlighted)
+        return out
+
+    def _candidates(
+        self, questions: list[str], depth: int, allowed: np.ndarray | None
+    ) -> tuple[list[list[Candidate]], np.ndarray | None]:
+        """Ranked candidates per question, best first, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
-            return [_lexical_only(self.store.search_lexical(q, allowed=allowed), depth) for q in questions]
+            return [_lexical_only(self.store.search_lexical(q, allowed=allowed), depth) for q in questions], None
         vectors = self.encoder.encode_queries(questions)
         scores, keys = self.store.search(vectors, depth, allowed=allowed)
         dense_rows = [
@@ -173,11 +240,11 @@ class Retriever:
             for srow, krow in zip(scores, keys, strict=True)
         ]
         if self.mode == "dense":
-            return [[Candidate(k, s, dense_score=s) for k, s in row.items()] for row in dense_rows]
+            return [[Candidate(k, s, dense_score=s) for k, s in row.items()] for row in dense_rows], vectors
         return [
             self._hybrid(question, vector, dense, depth, allowed)
             for question, vector, dense in zip(questions, vectors, dense_rows, strict=True)
-        ]
+        ], vectors
 
     def _hybrid(
         self, question: str, vector: np.ndarray, dense: dict[int, float], depth: int, allowed: np.ndarray | None
@@ -195,7 +262,7 @@ class Retriever:
                 dense[key] = score
         # The scale comes from a fixed pool, so paging deeper (a larger depth) never reorders earlier pages.
         pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
-        return fuse(dense, lexical, pool & dense.keys(), self.fusion)
+        return fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(question))
 
     @staticmethod
     def _assemble(
@@ -231,9 +298,3 @@ def _lexical_only(matches: LexicalMatches, depth: int) -> list[Candidate]:
         Candidate(k, s / bound, lexical_score=s)
         for k, s in zip(matches.keys[:depth].tolist(), matches.scores[:depth].tolist(), strict=True)
     ]
-
-
-def _with_highlights(question: str, hit: Hit) -> Hit:
-    return Hit(
-        hit.passage, hit.article, hit.score, hit.dense_score, hit.lexical_score, highlight(question, hit.passage)
-    )

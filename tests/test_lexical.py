@@ -96,6 +96,21 @@ def _reference_bm25(docs: dict[int, list[str]], query: list[str]) -> dict[int, f
     return {k: s for k, s in scores.items() if s > 0}
 
 
+def _pairs(terms: list[str]) -> list[str]:
+    return [f"{a} {b}" for a, b in zip(terms, terms[1:], strict=False)]
+
+
+def test_phrase_field_prefers_the_word_over_scattered_syllables():
+    lexical = LexicalIndex()
+    lexical.add([(1, "Ngân hàng nhà nước công bố lãi suất."), (2, "Nhà hàng bên sông, ngân sách nước.")])
+    assert top(lexical, "ngân hàng nhà nước")[0] == 1
+    plain = LexicalIndex(phrase_weight=0.0)
+    plain.add([(1, "Ngân hàng nhà nước công bố lãi suất."), (2, "Nhà hàng bên sông, ngân sách nước.")])
+    with_phrases, without = lexical.search("ngân hàng nhà nước"), plain.search("ngân hàng nhà nước")
+    assert with_phrases.bound > without.bound
+    assert with_phrases.scores[0] - with_phrases.scores[1] > without.scores[0] - without.scores[1]
+
+
 @pytest.mark.parametrize("question", ["quận Đống Đa", "đảng viên quận", "hội nghị hoà bình", "duong lang"])
 def test_parity_with_reference_bm25_after_updates(question):
     lexical = LexicalIndex(compact_ratio=0.0)
@@ -109,6 +124,12 @@ def test_parity_with_reference_bm25_after_updates(question):
         {k: analyze(v, folded=folded, bigrams=folded) for k, v in live.items()},
         analyze(question, folded=folded, bigrams=folded),
     )
+    if not folded:  # accented: + phrase_weight * BM25 over the syllable-bigram field
+        phrases = _reference_bm25(
+            {k: _pairs(analyze(v, folded=False)) for k, v in live.items()}, _pairs(analyze(question, folded=False))
+        )
+        for key, score in phrases.items():
+            expected[key] = expected.get(key, 0.0) + lexical.phrase_weight * score
     got = lexical.search(question).as_dict()
     assert got.keys() == expected.keys()
     for key, score in expected.items():

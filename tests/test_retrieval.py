@@ -82,3 +82,32 @@ def test_min_score_and_filters_apply_after_fusion(service):
     assert strict and all(h.score >= 0.8 for h in strict)
     only = service.retriever.search(question, top_k=5, filters=Filters(article_ids=("003_0b6753d6958e9fca",))).hits
     assert only and {h.article.id for h in only} == {"003_0b6753d6958e9fca"}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_filters_matching_nothing_return_an_empty_result(service, mode):
+    from qa.retriever import Filters, Retriever
+
+    retriever = Retriever(service.store, service.encoder, mode=mode)
+    nothing = Filters(article_ids=("no-such-article",))
+    result = retriever.search("Quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=5, filters=nothing)
+    assert result.hits == [] and result.total == 0
+    sources = Filters(sources=("no-such-source",))
+    assert retriever.search_many(["đảng viên", "dang vien"], filters=sources) == [
+        type(result)([], 0),
+        type(result)([], 0),
+    ]
+
+
+def test_chairman_of_programme_01_is_highlighted_in_the_top_5(service):
+    """tests/web relies on this card: the 004 article's passage with "Hoàng Trung Hải" highlighted."""
+    hits = service.retriever.search("Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", top_k=5).hits
+    card = next(h for h in hits if h.article.id == "004_883b030afed6ad88" and "Hoàng Trung Hải" in h.passage.text)
+    assert any("Hoàng Trung Hải" in card.passage.text[a:b] for a, b in card.highlights)
+
+
+def test_fusion_handles_an_empty_pool():
+    from qa.retriever import Fusion, fuse
+
+    assert fuse({}, {}, set(), Fusion()) == []
+    assert fuse({1: 0.5}, {}, set(), Fusion()) == []
