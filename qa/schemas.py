@@ -46,6 +46,14 @@ class Filters(BaseModel):
     )
     article_ids: list[Name] | None = Field(None, min_length=1, max_length=1000, description="Only these articles.")
 
+    @field_validator("published_from", "published_to", mode="before")
+    @classmethod
+    def _dates_are_text(cls, value: object) -> object:
+        # pydantic would read a number as a Unix timestamp; the schema (and a person) says ISO 8601 text.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 date or date-time string, e.g. 2021-01-15 or 2021-01-15T11:53")
+        return value
+
     @model_validator(mode="after")
     def _check_range(self) -> Filters:
         start, end = self.published_from, self.published_to

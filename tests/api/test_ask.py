@@ -49,6 +49,8 @@ def test_ask_top_k_and_dates(app_client):
         {"question": 12},
         {"question": "ok", "unknown": 1},
         {"question": "x" * 2001},
+        {"question": "ok", "filters": {"published_from": 21}},  # not read as a Unix timestamp
+        {"question": "ok", "filters": {"published_to": True}},
     ],
 )
 def test_ask_rejects_bad_input_with_one_error_shape(app_client, payload):
