@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_PIP ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install browser model index run test test-fast lint clean-index
+.PHONY: install browser model index run test test-fast lint clean-index bench
 
 install: $(STAMP)
 
@@ -51,3 +51,10 @@ lint: install
 
 clean-index:
 	rm -rf embeddings/default embeddings/.default.*
+
+# Benchmarks (< 15 min on 2 cores): results in benchmarks/results/*.json, tables in benchmarks/README.md.
+bench: install model
+	$(BIN)/python -m benchmarks.bench_encode
+	$(BIN)/python -m benchmarks.bench_query
+	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.report

@@ -82,11 +82,13 @@ class Indexer:
         if not pending:
             return {}
         texts = [passage_input(a, p) for a, passages in pending for p in passages]
-        parts = []
-        for i in range(0, len(texts), self.batch_size):
-            parts.append(self.encoder.encode_passages(texts[i : i + self.batch_size], batch_size=self.batch_size))
-            bar.update(len(parts[-1]))
-        vectors = np.vstack(parts) if parts else np.zeros((0, self.encoder.dim), dtype=np.float32)
+        # Batches of similar length pad least; encoding batch by batch keeps the progress bar moving.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors[batch] = self.encoder.encode_passages([texts[i] for i in batch], batch_size=self.batch_size)
+            bar.update(len(batch))
         items, offset = [], 0
         for article, passages in pending:
             items.append((article, passages, vectors[offset : offset + len(passages)]))
@@ -158,7 +160,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f".{target.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
-    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
+    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking, settings=settings)
     try:
         indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
         if previous is not None:
@@ -172,7 +174,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
         shutil.rmtree(building, ignore_errors=True)
         raise
     _swap_in(building, target)
-    return Store.open(target)
+    return Store.open(target, settings=settings)
 
 
 def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = False, progress: bool = False) -> Store:
@@ -187,7 +189,7 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
     reason: str | None = "no index yet"
     if target.exists():
         try:
-            previous = Store.open(target)
+            previous = Store.open(target, settings=settings)
         except StoreError as exc:
             if not force_rebuild:
                 raise

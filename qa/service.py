@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from qa.config import Settings
-from qa.encoders import SentenceTransformerEncoder, load_encoder
+from qa.encoders import Encoder, load_encoder
 from qa.indexing import Indexer, open_index
 from qa.retriever import Retriever
 from qa.store import Store
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Service:
     settings: Settings
-    encoder: SentenceTransformerEncoder
+    encoder: Encoder
     store: Store
     indexer: Indexer
     retriever: Retriever
@@ -29,7 +29,7 @@ class Service:
         cls,
         settings: Settings,
         *,
-        encoder: SentenceTransformerEncoder | None = None,
+        encoder: Encoder | None = None,
         force_rebuild: bool = False,
         progress: bool = False,
     ) -> Service:

@@ -90,13 +90,6 @@ def other_format(index: Path) -> None:
     conn.close()
 
 
-NEEDS_STORE_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="qa/store.py: Store.open lets sqlite3.DatabaseError from damage past the header escape "
-    "(_load_faiss/_load_lexical); wrap them in StoreError",
-)
-
-
 def _name(value: object) -> str:
     return getattr(value, "__name__", str(value))
 
@@ -112,7 +105,7 @@ def _one_clear_line(err: str, index: Path) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("damage", [*DAMAGE, pytest.param(garbage_inside, marks=NEEDS_STORE_FIX)], ids=_name)
+@pytest.mark.parametrize("damage", [*DAMAGE, garbage_inside], ids=_name)
 @pytest.mark.parametrize("command", [["ask", QUESTION], ["index"]], ids=["ask", "index"])
 def test_cli_says_what_is_wrong_in_one_line(index_dir, capsys, damage, command):
     damage(index_dir)
@@ -165,7 +158,7 @@ def test_damaged_derived_files_are_rebuilt_from_the_database(index_dir, capsys, 
 
 @pytest.mark.parametrize(
     "damage",
-    [garbage_header, truncated, database_missing, pytest.param(garbage_inside, marks=NEEDS_STORE_FIX)],
+    [garbage_header, truncated, database_missing, garbage_inside],
     ids=_name,
 )
 def test_server_stays_up_and_says_why_it_is_not_ready(index_dir, monkeypatch, encoder, damage):

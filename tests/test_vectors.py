@@ -1,0 +1,139 @@
+"""Every FAISS index kind behind `VectorIndex`: add, remove, filtered search, save/load, recall against exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa.config import Settings
+from qa.vectors import exact_search, load_vector_index, make_vector_index
+from qa.vectors.faiss import FaissIndex, choose_kind, default_params
+
+DIM = 32
+SMALL = {"flat": {}, "hnsw": {"m": 16, "ef_construction": 64, "ef_search": 64}, "ivf": {"nlist": 16, "nprobe": 16}}
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def build(kind: str, n: int = 2000, seed: int = 0) -> tuple[FaissIndex, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors = unit(rng, n)
+    keys = np.arange(n, dtype=np.int64) * 7 + 3  # sparse, like SQLite keys after deletes
+    index = FaissIndex(DIM, kind, SMALL[kind], expected_size=n)
+    index.add(keys[: n // 2], vectors[: n // 2])  # two batches: the IVF trains on the first
+    index.add(keys[n // 2 :], vectors[n // 2 :])
+    return index, keys, vectors
+
+
+@pytest.fixture(params=["flat", "hnsw", "ivf"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_each_vector_finds_itself(kind: str) -> None:
+    index, keys, vectors = build(kind)
+    assert len(index) == len(keys)
+    scores, found = index.search(vectors[:50], 3)
+    assert found.dtype == np.int64 and scores.shape == (50, 3)
+    assert np.array_equal(found[:, 0], keys[:50])
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_removed_keys_never_come_back(kind: str) -> None:
+    index, keys, vectors = build(kind)
+    gone = keys[:300]
+    index.remove(gone)
+    index.remove(gone[:10])  # removing twice is harmless
+    assert len(index) == len(keys) - 300
+    _, found = index.search(vectors[:300], 10)
+    assert not np.isin(found, gone).any()
+    # A key may be added again (HNSW drops its tombstone first) and is found once.
+    index.add(gone[:5], vectors[:5])
+    _, found = index.search(vectors[:5], 2)
+    assert np.array_equal(found[:, 0], gone[:5]) and not np.array_equal(found[:, 1], found[:, 0])
+
+
+def test_hnsw_compacts_tombstones() -> None:
+    index, keys, vectors = build("hnsw")
+    index.remove(keys[:500])  # > 20% of 2000: the graph is rebuilt
+    assert len(index._tombstones) == 0 and index._ntotal() == len(keys) - 500
+    _, found = index.search(vectors[500:520], 1)
+    assert np.array_equal(found[:, 0], keys[500:520])
+
+
+@pytest.mark.parametrize("n_allowed", [5, 1500])  # exact path, and the ID-selector path
+def test_allowed_filter(kind: str, n_allowed: int) -> None:
+    index, keys, vectors = build(kind)
+    index.remove(keys[:20])
+    rng = np.random.default_rng(1)
+    allowed = rng.choice(keys, n_allowed, replace=False)
+    queries = unit(rng, 20)
+    scores, found = index.search(queries, 10, allowed=np.append(allowed, [999_999_999]))  # unknown keys ignored
+    live = allowed[~np.isin(allowed, keys[:20])]
+    valid = found >= 0
+    assert np.isin(found[valid], live).all()
+    assert valid.sum(axis=1).min() == min(10, len(live))
+    if n_allowed == 5 or kind == "flat":  # exact: the same as brute force over the allowed vectors
+        reference = exact_search(vectors[np.searchsorted(keys, live)], live, queries, 10)
+        assert np.array_equal(found, reference.keys)
+    assert np.all(scores[~valid] == -np.inf)
+
+
+def test_empty_and_oversized_k(kind: str) -> None:
+    index = FaissIndex(DIM, kind, SMALL[kind])
+    scores, found = index.search(unit(np.random.default_rng(2), 2), 5)
+    assert found.shape == (2, 5) and (found == -1).all()
+    index.add(np.array([1, 2], dtype=np.int64), unit(np.random.default_rng(3), 2))
+    _, found = index.search(unit(np.random.default_rng(4), 1), 5)
+    assert sorted(found[0, :2].tolist()) == [1, 2] and (found[0, 2:] == -1).all()
+    with pytest.raises(ValueError, match="already"):
+        index.add(np.array([1], dtype=np.int64), unit(np.random.default_rng(5), 1))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_round_trip(kind: str, mmap: bool, tmp_path: Path) -> None:
+    index, keys, vectors = build(kind)
+    index.remove(keys[:10])
+    queries = unit(np.random.default_rng(6), 30)
+    before = index.search(queries, 10)
+    index.save(tmp_path)
+    settings = Settings(data_dir=tmp_path, faiss_mmap=mmap)
+    loaded = load_vector_index(settings, tmp_path)
+    assert isinstance(loaded, FaissIndex) and loaded.kind == kind and len(loaded) == len(index)
+    after = loaded.search(queries, 10)
+    assert np.array_equal(before.keys, after.keys)
+    assert np.allclose(before.scores, after.scores)
+    # Writes after a (memory-mapped) load work, and a second save/load sees them.
+    loaded.remove(keys[10:20])
+    loaded.add(np.array([10**9], dtype=np.int64), vectors[15:16])
+    loaded.save(tmp_path)
+    again = load_vector_index(settings, tmp_path)
+    _, found = again.search(vectors[15:16], 1)
+    assert found[0, 0] == 10**9
+    assert len(again) == len(keys) - 20 + 1
+
+
+def test_recall_against_flat(kind: str) -> None:
+    index, keys, vectors = build(kind, n=5000, seed=7)
+    queries = unit(np.random.default_rng(8), 100)
+    truth = exact_search(vectors, keys, queries, 10).keys
+    found = index.search(queries, 10).keys
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= (1.0 if kind == "flat" else 0.9), recall
+
+
+def test_kind_and_parameters_follow_the_corpus_size() -> None:
+    assert [choose_kind(n) for n in (0, 10_000, 100_000, 1_000_000)] == ["flat", "flat", "hnsw", "ivf"]
+    assert default_params("ivf", 1_000_000)["nlist"] == 1024
+    assert default_params("ivf", 4_000_000)["nlist"] == 2048
+    assert default_params("hnsw", 200_000)["m"] > default_params("hnsw", 30_000)["m"]
+    auto = make_vector_index(Settings(), dim=8, expected_size=50_000)
+    assert auto.kind == "hnsw"
+    forced = make_vector_index(Settings(faiss_index="flat"), dim=8, expected_size=50_000)
+    assert forced.kind == "flat"
