@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = Path(os.environ.get("QA_BENCH_EVAL", "/work/shared/eval"))
+EVAL = Path(os.environ.get("QA_BENCH_EVAL", Path(__file__).resolve().parents[2] / "shared" / "eval"))
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "embeddings" / "bench"  # generated, gitignored
 

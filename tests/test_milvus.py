@@ -22,7 +22,7 @@ pytest.importorskip("milvus_lite", reason="milvus-lite is not installed: pip ins
 from qa.vectors.milvus import MilvusIndex  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-XQUAD = Path("/work/shared/eval/xquad_vi")
+XQUAD = Path(__file__).resolve().parents[2] / "shared" / "eval" / "xquad_vi"  # ../shared beside the clone
 
 
 def _corpus() -> tuple[list[str], list[str]]:
