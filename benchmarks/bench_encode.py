@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
-import time
 from datetime import datetime
 
-from benchmarks.common import WORK, all_contexts, percentiles, questions, save, timed
+from benchmarks.common import WORK, all_contexts, percentiles, questions, run_concurrently, save, timed
 from qa.config import DEFAULT_MODEL, Settings
 from qa.corpus import Article
 from qa.encoders import SplitEngine, load_sentence_transformer
@@ -30,28 +28,10 @@ def bare_query_latency(engine, qs: list[str]) -> dict[str, float]:
 def batching_throughput(engine, qs: list[str], *, threads: int, max_batch: int) -> dict[str, float]:
     """Questions per second with `threads` callers sharing one engine through a MicroBatcher."""
     batcher = MicroBatcher(engine, max_batch=max_batch)
-    per_thread = len(qs) // threads
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(part: list[str]) -> None:
-        for q in part:
-            t = timed(lambda q=q: batcher.encode([q]))
-            with lock:
-                latencies.append(t)
-
-    workers = [
-        threading.Thread(target=worker, args=(qs[i * per_thread : (i + 1) * per_thread],)) for i in range(threads)
-    ]
-    started = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - started
+    wall, latencies = run_concurrently(threads, qs, lambda part: [timed(lambda q=q: batcher.encode([q])) for q in part])
     return {
-        "questions_per_s": per_thread * threads / wall,
-        "mean_batch": per_thread * threads / max(batcher.batches, 1),
+        "questions_per_s": len(latencies) / wall,
+        "mean_batch": len(latencies) / max(batcher.batches, 1),
         **percentiles(latencies),
     }
 

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from benchmarks.common import WORK, percentiles, question_contexts, questions, rss_mb, save, timed
+from benchmarks.common import WORK, percentiles, question_contexts, questions, rss_mb, run_concurrently, save, timed
 from qa.api.app import create_app
 from qa.chunking import Passage
 from qa.config import Settings
@@ -136,28 +136,12 @@ def latency(url: str, qs: list[str], bare) -> dict:
 
 
 def concurrency(url: str, qs: list[str], clients: int, requests: int) -> dict:
-    per_client = requests // clients
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(part: list[str]) -> None:
+    def work(part: list[str]) -> list[float]:
         with httpx.Client(timeout=120) as client:
-            for q in part:
-                t = ask(client, url, q)
-                with lock:
-                    latencies.append(t)
+            return [ask(client, url, q) for q in part]
 
-    threads = [
-        threading.Thread(target=worker, args=(qs[i * per_client : (i + 1) * per_client],)) for i in range(clients)
-    ]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    return {"clients": clients, "requests": per_client * clients, "per_s": per_client * clients / wall,
-            **percentiles(latencies)}  # fmt: skip
+    wall, latencies = run_concurrently(clients, qs[:requests], work)
+    return {"clients": clients, "requests": len(latencies), "per_s": len(latencies) / wall, **percentiles(latencies)}
 
 
 def main() -> None:

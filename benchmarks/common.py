@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import resource
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,33 @@ def timed(fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def run_concurrently(
+    clients: int, items: list[str], work: Callable[[list[str]], list[float]]
+) -> tuple[float, list[float]]:
+    """Split `items` evenly over `clients` threads running `work` (which returns per-item seconds).
+
+    Returns the wall-clock seconds and every latency.
+    """
+    per_client = len(items) // clients
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def run(part: list[str]) -> None:
+        seconds = work(part)
+        with lock:
+            latencies.extend(seconds)
+
+    threads = [
+        threading.Thread(target=run, args=(items[i * per_client : (i + 1) * per_client],)) for i in range(clients)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, latencies
 
 
 def rss_mb() -> float:
