@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -25,6 +26,12 @@ _STOPWORDS = frozenset(
     bị cho với trong ở tại về theo từ đến này đó kia thì mà hay hoặc đã đang sẽ rồi chưa nhé ạ
     """.split()
 )
+
+
+@lru_cache(maxsize=8192)
+def _sentence_terms(text: str, folded: bool) -> tuple[str, ...]:
+    """Cached: the sentences of the hits near the top come back question after question."""
+    return tuple(_terms(text, folded))
 
 
 def _terms(text: str, folded: bool) -> list[str]:
@@ -54,7 +61,7 @@ def overlap_scores(question: str, passage: Passage) -> list[float]:
     q_pairs = set(zip(q_terms, q_terms[1:], strict=False))
     out = []
     for start, end in passage.sentences:
-        s_terms = _terms(passage.text[start:end], folded)
+        s_terms = _sentence_terms(passage.text[start:end], folded)
         if not s_terms or not q_set:
             out.append(0.0)
             continue

@@ -19,7 +19,6 @@ import threading
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,20 +47,77 @@ def _bigrams(tokens: Sequence[str]) -> list[str]:
     return [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
 
 
-@dataclass(frozen=True, slots=True)
 class LexicalMatches:
-    """Every live passage matching a question, best first: BM25 `scores` and `bound`, the best score possible.
+    """The live passages matching a question, with their BM25 scores and `bound`, the best score possible.
 
     `bound` = sum over the question's distinct terms of idf * (k1 + 1): a passage containing every term
     many times approaches it; scores / bound is an absolute 0..1 measure of lexical match.
+
+    Nothing is sorted up front: `top(n)` selects the best n (argpartition, ties in index order) and
+    `scores_for(keys)` looks up given keys; `keys` / `scores` (every match, best first) are built on demand.
     """
 
-    keys: np.ndarray  # int64
-    scores: np.ndarray  # float32, descending
-    bound: float
+    __slots__ = ("_hits", "_hit_scores", "_key_of", "_slot_of", "_scores", "bound", "_sorted")
+
+    def __init__(
+        self, hits: np.ndarray, scores: np.ndarray, key_of: np.ndarray, slot_of: dict[int, int], bound: float
+    ) -> None:
+        self._hits = hits  # matching slots, ascending
+        self._hit_scores = scores[hits]
+        self._scores = scores  # slot → score (0 where nothing matched or not allowed)
+        self._key_of = key_of  # slot → key, a snapshot taken with the scores
+        self._slot_of = slot_of  # the index's live key → slot map (may move on after the snapshot)
+        self.bound = bound
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self._hits.size)
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys (int64) and scores (float32) of the best `n` matches, best first, ties in index order."""
+        hits, values = self._hits, self._hit_scores
+        if n <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        if n < hits.size:
+            # Everything scoring at least the n-th best value (ties included), then a stable sort of those.
+            kth = np.partition(-values, n - 1)[n - 1]
+            keep = np.flatnonzero(-values <= kth)
+            hits, values = hits[keep], values[keep]
+        order = np.argsort(-values, kind="stable")[:n]
+        return self._key_of[hits[order]], values[order]
+
+    def scores_for(self, keys: Sequence[int]) -> np.ndarray:
+        """BM25 (float32) of each of `keys`; 0 for a key that did not match."""
+        out = np.zeros(len(keys), dtype=np.float32)
+        size = self._key_of.size
+        for i, key in enumerate(keys):
+            slot = self._slot_of.get(key, -1)
+            if not (0 <= slot < size and self._key_of[slot] == key):
+                # Re-added or removed since the snapshot: find the slot the snapshot knew (rare).
+                found = np.flatnonzero(self._key_of == key)
+                if not found.size:
+                    continue
+                slot = int(found[0])
+            out[i] = self._scores[slot]
+        return out
+
+    def _ranked(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sorted is None:
+            self._sorted = self.top(int(self._hits.size))
+        return self._sorted
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Every matching key (int64), best first."""
+        return self._ranked()[0]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Their scores (float32), descending."""
+        return self._ranked()[1]
 
     def as_dict(self) -> dict[int, float]:
-        return dict(zip(self.keys.tolist(), self.scores.tolist(), strict=True))
+        return dict(zip(self._key_of[self._hits].tolist(), self._hit_scores.tolist(), strict=True))
 
 
 class _Field:
@@ -241,6 +297,5 @@ class LexicalIndex:
         mask = (scores > 0) & (key_of >= 0)
         if allowed is not None:
             mask &= np.isin(key_of, np.asarray(allowed, dtype=np.int64))
-        hits = np.flatnonzero(mask)
-        order = hits[np.argsort(-scores[hits], kind="stable")]
-        return LexicalMatches(keys=key_of[order], scores=scores[order], bound=bound)
+            scores[~mask] = 0.0
+        return LexicalMatches(np.flatnonzero(mask), scores, key_of, self._slot_of, bound)

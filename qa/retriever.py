@@ -13,6 +13,8 @@ single-signal modes the score is that signal (cosine; BM25 / the question's boun
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+SENTENCE_CACHE_SIZE = 2048  # highlight sentence vectors kept (~3 MB at 384 dimensions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,9 @@ class Retriever:
         # How many hits at the top of each page get their sentences scored by the model as well (the rest:
         # lexical overlap): encoding sentences costs ~25 ms each on 2 busy cores (benchmarks/quality.md).
         self.model_highlights = model_highlights
+        self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._sentence_encoder: Encoder | None = None
+        self._sentence_lock = threading.Lock()
 
     def search(self, question: str, top_k: int = 5, **options: object) -> SearchResult:
         return self.search_many([question], top_k, **options)[0]  # type: ignore[arg-type]
@@ -183,12 +189,16 @@ class Retriever:
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
         ranked, vectors = self._candidates(cleaned, depth, allowed)
-        records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
-        pages, totals = [], []
-        for row in ranked:
-            hits = self._assemble(row, records, min_score, one_per_article)
-            pages.append(hits[offset : offset + top_k])
-            totals.append(len(hits))
+        if one_per_article:
+            # Which candidates an article already holds is only known from their records: fetch them all.
+            records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
+            pages, totals = [], []
+            for row in ranked:
+                hits = self._assemble(row, records, min_score, one_per_article)
+                pages.append(hits[offset : offset + top_k])
+                totals.append(len(hits))
+        else:
+            pages, totals = self._paged(ranked, offset, top_k, min_score)
         if with_highlights:
             pages = self._highlighted(cleaned, vectors, pages)
         return [SearchResult(hits=page, total=total) for page, total in zip(pages, totals, strict=True)]
@@ -212,7 +222,7 @@ class Retriever:
             for h in page[: self.model_highlights]
             for a, b in h.passage.sentences
         ]
-        sentence_vectors = self.encoder.encode_passages(texts, batch_size=64) if texts else None
+        sentence_vectors = self._sentence_vectors(texts) if texts else None
         out, row = [], 0
         for i, (question, page) in enumerate(zip(questions, pages, strict=True)):
             highlighted = []
@@ -226,6 +236,29 @@ class Retriever:
                 highlighted.append(Hit(h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
             out.append(highlighted)
         return out
+
+    def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
+        """Vectors of highlight sentences ("title\nsentence"): the misses encoded in one batch, the rest from a
+        small LRU (the same top passages come back for related questions)."""
+        with self._sentence_lock:
+            if self._sentence_encoder is not self.encoder:
+                self._sentence_cache.clear()
+                self._sentence_encoder = self.encoder
+            cached = {t: self._sentence_cache[t] for t in texts if t in self._sentence_cache}
+        misses = list(dict.fromkeys(t for t in texts if t not in cached))
+        if misses:
+            encoded = self.encoder.encode_passages(misses, batch_size=64)
+            fresh = dict(zip(misses, encoded, strict=True))
+            cached.update(fresh)
+            with self._sentence_lock:
+                self._sentence_cache.update(fresh)
+                while len(self._sentence_cache) > SENTENCE_CACHE_SIZE:
+                    self._sentence_cache.popitem(last=False)
+        with self._sentence_lock:
+            for t in cached:
+                if t in self._sentence_cache:
+                    self._sentence_cache.move_to_end(t)
+        return np.stack([cached[t] for t in texts])
 
     def _candidates(
         self, questions: list[str], depth: int, allowed: np.ndarray | None
@@ -253,8 +286,7 @@ class Retriever:
             # Cross-lingual: BM25 over Vietnamese text only adds noise to an English question (-10 points R@5).
             return [Candidate(k, s, dense_score=s) for k, s in dense.items()]
         matches = self.store.search_lexical(question, allowed=allowed)
-        lexical = matches.as_dict()
-        top_lexical = matches.keys[:depth].tolist()
+        top_lexical = matches.top(depth)[0].tolist()
         missing = [k for k in top_lexical if k not in dense]
         # A lexical-only candidate gets its exact cosine, so both signals score every candidate.
         for key, score in zip(missing, self.store.dense_scores(vector, missing).tolist(), strict=True):
@@ -262,7 +294,44 @@ class Retriever:
                 dense[key] = score
         # The scale comes from a fixed pool, so paging deeper (a larger depth) never reorders earlier pages.
         pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
+        # BM25 of the candidates only (0 for a dense candidate sharing no term with the question).
+        lexical = dict(zip(dense, matches.scores_for(list(dense)).tolist(), strict=True))
         return fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(question))
+
+    def _paged(
+        self, ranked: list[list[Candidate]], offset: int, top_k: int, min_score: float | None
+    ) -> tuple[list[list[Hit]], list[int]]:
+        """Each row's page and total, fetching records only for the candidates that can reach the page.
+
+        Candidates are fetched in rounds (one query for all rows per round) until each page is full: a
+        passage deleted between search and lookup makes room for the next. `total` counts the ranked
+        candidates at or above `min_score`, less the deleted ones seen.
+        """
+        limits = []
+        for row in ranked:
+            n = len(row)
+            if min_score is not None:
+                n = next((i for i, c in enumerate(row) if c.score < min_score), n)
+            limits.append(n)
+        hits: list[list[Hit]] = [[] for _ in ranked]
+        seen = [0] * len(ranked)  # candidates looked up so far, per row
+        gone = [0] * len(ranked)  # of which deleted
+        want = offset + top_k
+        while True:
+            batch = [row[seen[i] : min(seen[i] + want - len(hits[i]), limits[i])] for i, row in enumerate(ranked)]
+            if not any(batch):
+                break
+            records = self.store.passages_by_key(sorted({c.key for part in batch for c in part}))
+            for i, part in enumerate(batch):
+                for c in part:
+                    record = records.get(c.key)
+                    if record is None:  # deleted between search and lookup
+                        gone[i] += 1
+                        continue
+                    hits[i].append(Hit(record.passage, record.article, c.score, c.dense_score, c.lexical_score))
+                seen[i] += len(part)
+        pages = [row[offset : offset + top_k] for row in hits]
+        return pages, [limit - g for limit, g in zip(limits, gone, strict=True)]
 
     @staticmethod
     def _assemble(
@@ -294,7 +363,5 @@ def _is_foreign(question: str) -> bool:
 
 def _lexical_only(matches: LexicalMatches, depth: int) -> list[Candidate]:
     bound = matches.bound or 1.0
-    return [
-        Candidate(k, s / bound, lexical_score=s)
-        for k, s in zip(matches.keys[:depth].tolist(), matches.scores[:depth].tolist(), strict=True)
-    ]
+    keys, scores = matches.top(depth)
+    return [Candidate(k, s / bound, lexical_score=s) for k, s in zip(keys.tolist(), scores.tolist(), strict=True)]

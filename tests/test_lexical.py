@@ -204,3 +204,15 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
     assert lexical_articles(reopened, "cử tri") == ["c"]
     assert lexical_articles(reopened, "giao thông") == []
     reopened.close()
+
+
+def test_top_and_scores_for_agree_with_the_full_ranking(index):
+    index.add([(6, "Quận Đống Đa, quận Đống Đa."), (7, "Quận Đống Đa có hội nghị."), (8, "Quận Đống Đa có hội nghị.")])
+    matches = index.search("quận Đống Đa hội nghị")
+    full = matches.as_dict()
+    for n in range(len(full) + 2):
+        keys, scores = matches.top(n)
+        assert keys.tolist() == matches.keys[:n].tolist() and scores.tolist() == matches.scores[:n].tolist()
+    assert matches.scores_for([7, 2, 999, 6]).tolist() == [full[7], 0.0, 0.0, full[6]]
+    index.remove([6])  # after the search: the snapshot still answers
+    assert matches.scores_for([6]).tolist() == [full[6]]

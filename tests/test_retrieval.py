@@ -111,3 +111,17 @@ def test_fusion_handles_an_empty_pool():
 
     assert fuse({}, {}, set(), Fusion()) == []
     assert fuse({1: 0.5}, {}, set(), Fusion()) == []
+
+
+def test_a_passage_deleted_before_lookup_makes_room_for_the_next(service, monkeypatch):
+    question = "Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?"
+    full = service.retriever.search(question, top_k=4)
+    store = service.retriever.store
+    original = store.passages_by_key
+    gone = full.hits[0].passage.id
+    monkeypatch.setattr(
+        store, "passages_by_key", lambda keys: {k: r for k, r in original(keys).items() if r.passage.id != gone}
+    )
+    result = service.retriever.search(question, top_k=3)
+    assert [h.passage.id for h in result.hits] == [h.passage.id for h in full.hits[1:4]]
+    assert result.total == full.total - 1
