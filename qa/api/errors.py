@@ -121,11 +121,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """ASGI middleware: answer 413 once a request body passes `max_bytes`, without reading the rest.
+    """ASGI middleware: answer 413 once a request body passes `max_bytes`.
 
     Checks `Content-Length` up front, and counts chunked bodies as they arrive; the body (at most
-    `max_bytes`) is buffered and replayed to the app.
+    `max_bytes`) is buffered and replayed to the app. Before answering 413 it reads and discards up to
+    `DRAIN_BYTES` more of the body: closing a socket with unread data makes the kernel reset it, and a
+    client still sending would then see a connection error instead of the 413. Bodies beyond that are
+    cut off (the client may see the reset; the server reads no further).
     """
+
+    DRAIN_BYTES = 16 * 1024 * 1024
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -137,7 +142,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, more_body=True)
             return
         messages: list[Message] = []
         size = 0
@@ -148,7 +153,7 @@ class BodySizeLimit:
                 break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+                await self._too_large(scope, receive, send, more_body=message.get("more_body", False))
                 return
             if not message.get("more_body", False):
                 break
@@ -158,8 +163,16 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, *, more_body: bool) -> None:
+        drained = 0
+        while more_body and drained <= self.DRAIN_BYTES:
+            chunk = await receive()
+            if chunk["type"] != "http.request":
+                return  # the client went away: nobody to answer
+            drained += len(chunk.get("body", b""))
+            more_body = chunk.get("more_body", False)
         message = f"the request body is larger than {self.max_bytes} bytes; send fewer or smaller articles"
         response = error_response(413, "payload_too_large", message, {"max_bytes": self.max_bytes})
-        response.headers["Connection"] = "close"
+        if more_body:  # the rest of the body is still on the wire: this connection cannot be reused
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import pytest
 
@@ -62,6 +65,25 @@ def test_oversized_body_is_413_by_content_length(guarded_url):
     assert error["detail"] == {"max_bytes": 64 * 1024}
     with Client(guarded_url, api_key=API_KEY) as qa, pytest.raises(PayloadTooLarge, match="larger than"):
         qa.add_articles(big["articles"])
+
+
+def test_oversized_body_413_survives_a_slow_reader(guarded_url):
+    """A client that sends its whole (too large) body and only then reads must get the 413.
+
+    If the server closed the socket with the body unread, the kernel would reset the connection and the
+    reset would discard the 413 before this client reads it.
+    """
+    host, port = guarded_url.removeprefix("http://").split(":")
+    body = b"x" * 200_000
+    head = f"POST /v1/articles HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # the answer and the close (or reset) arrive before we read
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"payload_too_large" in answer
 
 
 def test_oversized_chunked_body_is_413_without_reading_it_all(guarded_url):
