@@ -5,7 +5,8 @@ Two synthetic distributions, 384 dimensions, unit length:
 - `e5-like`: a Gaussian with the mean and covariance of real multilingual-e5-small passage vectors (the
   eval contexts), so the spectrum and the anisotropy match the model's space.
 Each index is built with `QA_FAISS_INDEX=auto` (kind and parameters from the size), saved, then loaded in a
-fresh process (memory-mapped) that measures load time, RSS and 200 single-question searches.
+fresh process that measures load time (read into memory, the default; and memory-mapped), RSS and 200
+single-question searches.
 Baselines from the same run: exact flat search (latency, and the truth for recall) and a bare flat add (build).
 
 Run: `.venv/bin/python -m benchmarks.bench_scale` (part of `make bench`).
@@ -112,11 +113,12 @@ def run(distribution: str, size: int, kind: str = "auto") -> dict:
 
 
 def probe(folder: Path) -> dict:
-    """In a fresh process: load (memory-mapped), search each query alone, recall@10 against the exact truth."""
+    """In a fresh process: load (as the service does by default), search each query alone, recall@10 against the
+    exact truth; then the memory-mapped load time (`QA_FAISS_MMAP=1`)."""
     queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
     before = rss_mb()
     started = time.perf_counter()
-    index = load_vector_index(Settings(faiss_mmap=True), folder)
+    index = load_vector_index(Settings(), folder)
     load_s = time.perf_counter() - started
     latencies, found = [], []
     for q in queries:
@@ -125,14 +127,21 @@ def probe(folder: Path) -> dict:
         latencies.append(time.perf_counter() - started)
         found.append(result.keys[0])
     recall = _recall(found, truth)
-    return {
+    result = {
         "load_s": load_s,
+        "mmap": Settings().faiss_mmap,
         "rss_mb": rss_mb(),
         "rss_index_mb": rss_mb() - before,
         "search": percentiles(latencies),
         "recall_at_10": recall,
         "sweep": sweep(index, queries, truth),
     }
+    index.close()
+    del index
+    started = time.perf_counter()
+    load_vector_index(Settings(faiss_mmap=True), folder).close()
+    result["mmap_load_s"] = time.perf_counter() - started
+    return result
 
 
 def _recall(found: list[np.ndarray], truth: np.ndarray) -> float:

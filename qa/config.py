@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     faiss_index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="FAISS index kind; auto picks it from the corpus size (qa.vectors.faiss)."
     )
-    faiss_mmap: bool = Field(True, description="Memory-map the FAISS file at open where the index kind allows.")
+    faiss_mmap: bool = Field(
+        False,
+        description="Memory-map the FAISS file at open where the index kind allows: instant start and pages "
+        "shared between processes, but the first questions pay page faults (off: the file is read into memory).",
+    )
     milvus_uri: str | None = Field(
         None, description="Milvus server URI (http://host:19530) or a local milvus-lite .db file."
     )

@@ -457,15 +457,24 @@ class Store:
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
 
-        Read from SQLite, the source of truth: works for every vector backend, and costs ~0.1 ms for 50 keys.
+        From the vector index's own copy where the backend keeps one (FAISS: ~0.05 ms for 50 keys), else from
+        SQLite, the source of truth (~0.1 ms for 50 keys when cached, ~4 ms when the pages are cold at 100k).
         """
         out = np.full(len(keys), np.nan, dtype=np.float32)
         if not keys:
             return out
-        marks = ",".join("?" * len(keys))
+        wanted = np.asarray(keys, dtype=np.int64)
+        lookup = getattr(self.index, "lookup", None)
         with self._lock:
+            if lookup is not None:
+                present, vectors = lookup(wanted)
+                out[present] = vectors @ query
+                wanted = wanted[~present]  # not in the index: ask SQLite (normally none)
+            if not len(wanted):
+                return out
+            marks = ",".join("?" * len(wanted))
             rows = self._conn.execute(
-                f"SELECT key, vector FROM passages WHERE key IN ({marks})", [int(k) for k in keys]
+                f"SELECT key, vector FROM passages WHERE key IN ({marks})", wanted.tolist()
             ).fetchall()
         stored = {key: np.frombuffer(blob, dtype=np.float32) for key, blob in rows}
         for i, key in enumerate(keys):

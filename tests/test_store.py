@@ -137,3 +137,17 @@ def test_search_returns_normalised_cosine_scores(store):
     scores, _ = store.search(ENC.encode_queries([BODY_A.split(". ")[0]]), 1)
     assert 0.0 < scores[0][0] <= 1.0 + 1e-5
     assert np.isfinite(scores).all()
+
+
+def test_dense_scores_match_the_stored_vectors_whichever_copy_answers(store):
+    """Scores come from the vector index's copy; SQLite answers for keys the index lacks: same numbers."""
+    store.upsert([item(make_article("a", BODY_A)), item(make_article("b", BODY_B))], origin="seed")
+    query = ENC.encode_queries(["bao nhiêu đảng viên"])[0]
+    rows = store._conn.execute("SELECT key, vector FROM passages ORDER BY key").fetchall()
+    keys = [key for key, _ in rows]
+    expected = np.array([np.frombuffer(blob, dtype=np.float32) @ query for _, blob in rows], dtype=np.float32)
+    assert np.allclose(store.dense_scores(query, keys), expected, atol=1e-6)
+    store.index.remove(np.asarray(keys[:2], dtype=np.int64))  # the index lost two: SQLite fills them in
+    assert np.allclose(store.dense_scores(query, keys), expected, atol=1e-6)
+    store.delete(["a"])  # gone from both (keys[0] is a's first passage): NaN
+    assert np.isnan(store.dense_scores(query, [keys[0], 10**9])).all()

@@ -45,6 +45,21 @@ def test_each_vector_finds_itself(kind: str) -> None:
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
+def test_lookup_returns_live_vectors_only(kind: str, tmp_path: Path) -> None:
+    index, keys, vectors = build(kind)
+    index.remove(keys[:10])  # HNSW keeps them as tombstones: still not live
+    asked = np.concatenate([keys[5:15], [999_999]])
+    present, found = index.lookup(asked)
+    assert present.tolist() == [False] * 5 + [True] * 5 + [False]
+    assert np.allclose(found, vectors[10:15], atol=1e-6)
+    index.save(tmp_path)
+    for mmap in (False, True):
+        loaded = load_vector_index(Settings(data_dir=tmp_path, faiss_mmap=mmap), tmp_path)
+        present, found = loaded.lookup(asked)
+        assert present.sum() == 5 and np.allclose(found, vectors[10:15], atol=1e-6)
+        loaded.close()
+
+
 def test_removed_keys_never_come_back(kind: str) -> None:
     index, keys, vectors = build(kind)
     gone = keys[:300]
