@@ -140,9 +140,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send, more_body=True)
+            # A client waiting for "100 Continue" has sent nothing yet: answer at once, nothing to drain.
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            await self._too_large(scope, receive, send, more_body=True, drain=not waiting)
             return
         messages: list[Message] = []
         size = 0
@@ -163,9 +166,11 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, *, more_body: bool) -> None:
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, *, more_body: bool, drain: bool = True
+    ) -> None:
         drained = 0
-        while more_body and drained <= self.DRAIN_BYTES:
+        while drain and more_body and drained <= self.DRAIN_BYTES:
             chunk = await receive()
             if chunk["type"] != "http.request":
                 return  # the client went away: nobody to answer

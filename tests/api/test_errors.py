@@ -131,3 +131,18 @@ async def test_async_client_error_codes(guarded_url):
             await anonymous.ask("ok", top_k=0)
         with pytest.raises(NotFoundError):
             await anonymous.get_article("nope")
+
+
+def test_oversized_body_behind_expect_100_continue_is_refused_before_it_is_sent(guarded_url):
+    host, port = guarded_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/articles HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {10**9}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())  # and never the body: the answer must not wait for it
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"connection: close" in answer.lower()
