@@ -167,3 +167,45 @@ def test_batcher_rejects_wrong_row_count() -> None:
     batcher = MicroBatcher(lambda texts: np.zeros((1, 4), np.float32))
     with pytest.raises(RuntimeError, match="rows"):
         batcher.encode(["a", "b"])
+
+
+class SlowPassages(HashingEncoder):
+    """Counts passage calls; each takes a little while, so concurrent callers pile up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passage_calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def encode_passages(self, texts, *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        with self.lock:
+            self.passage_calls.append(len(texts))
+        time.sleep(0.01)
+        return super().encode_passages(texts, batch_size=batch_size)
+
+
+def test_small_passage_calls_from_many_threads_share_forward_passes() -> None:
+    base = SlowPassages()
+    reference = HashingEncoder()
+    encoder = QueryPathEncoder(base, CountingEngine(reference), engine_name="fake", cache_size=0)
+    sentences = [[f"Tiêu đề\ncâu số {t}.{r}" for r in range(1 + t % 3)] for t in range(16)]
+    start = threading.Barrier(16)
+    failures: list[str] = []
+
+    def worker(t: int) -> None:
+        start.wait()
+        for _ in range(4):
+            if not np.array_equal(encoder.encode_passages(sentences[t]), reference.encode_passages(sentences[t])):
+                failures.append(f"thread {t} got another caller's rows")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not failures
+    assert len(base.passage_calls) < 16 * 4 and max(base.passage_calls) <= 64
+    # A bulk call (indexing) is not held to the batch limit: it goes to the model as it is.
+    bulk = [f"đoạn {i}" for i in range(100)]
+    assert np.array_equal(encoder.encode_passages(bulk), reference.encode_passages(bulk))
+    assert base.passage_calls[-1] == 100

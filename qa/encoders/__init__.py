@@ -135,6 +135,10 @@ class QueryCache:
                 self._items.popitem(last=False)
 
 
+# Passage calls up to this many texts are micro-batched across threads (`QueryPathEncoder.encode_passages`).
+SMALL_PASSAGE_CALL = 64
+
+
 class QueryPathEncoder:
     """An `Encoder` whose questions go cache → micro-batcher → a fast engine; passages go to the base encoder."""
 
@@ -154,6 +158,11 @@ class QueryPathEncoder:
         self.engine_name = engine_name
         self.cache = QueryCache(cache_size)
         self.batcher = MicroBatcher(engine, max_batch=max_batch, max_wait=max_wait)
+        # Small passage calls (a request's highlight sentences, one article added over the API) from
+        # concurrent requests share forward passes too; bulk indexing calls go straight to the model.
+        self.passage_batcher = MicroBatcher(
+            lambda texts: base.encode_passages(texts, batch_size=SMALL_PASSAGE_CALL), max_batch=SMALL_PASSAGE_CALL
+        )
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -172,6 +181,8 @@ class QueryPathEncoder:
         return out
 
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        if len(texts) <= SMALL_PASSAGE_CALL and not show_progress:
+            return self.passage_batcher.encode(texts)
         return self.base.encode_passages(texts, batch_size=batch_size, show_progress=show_progress)
 
 
