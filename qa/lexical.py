@@ -19,6 +19,7 @@ import threading
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,6 +42,12 @@ def analyze(text: str, *, folded: bool, bigrams: bool = False) -> list[str]:
     if bigrams:
         tokens += _bigrams(tokens)
     return tokens
+
+
+@lru_cache(maxsize=1 << 16)
+def _folded_syllable(syllable: str) -> str:
+    """`strip_accents` of one token, cached: a corpus repeats a few thousand syllables millions of times."""
+    return strip_accents(syllable)
 
 
 def _bigrams(tokens: Sequence[str]) -> list[str]:
@@ -134,23 +141,24 @@ class _Field:
 
     def add(self, slot: int, terms: Sequence[str]) -> None:
         counts = Counter(terms)
-        ids = np.empty(len(counts), dtype=np.int32)
-        tfs = np.empty(len(counts), dtype=np.uint16)
-        for i, (term, tf) in enumerate(counts.items()):
-            term_id = self.vocabulary.get(term)
+        tfs = np.minimum(np.fromiter(counts.values(), dtype=np.int64, count=len(counts)), 65_535).astype(np.uint16)
+        ids: list[int] = []
+        vocabulary, postings, frequencies, df = self.vocabulary, self.slots, self.tfs, self.df
+        for term, tf in zip(counts, tfs.tolist(), strict=True):  # the hot loop of a rebuild
+            term_id = vocabulary.get(term)
             if term_id is None:
-                term_id = self.vocabulary[term] = len(self.slots)
-                self.slots.append(array("i"))
-                self.tfs.append(array("H"))
-                self.df.append(0)
-            self.slots[term_id].append(slot)
-            self.tfs[term_id].append(min(tf, 65_535))
-            self.df[term_id] += 1
-            ids[i], tfs[i] = term_id, min(tf, 65_535)
+                term_id = vocabulary[term] = len(postings)
+                postings.append(array("i"))
+                frequencies.append(array("H"))
+                df.append(0)
+            postings[term_id].append(slot)
+            frequencies[term_id].append(tf)
+            df[term_id] += 1
+            ids.append(term_id)
         while len(self.doc_terms) <= slot:
             self.doc_terms.append(None)
             self.doc_len.append(0)
-        self.doc_terms[slot] = (ids, tfs)
+        self.doc_terms[slot] = (np.array(ids, dtype=np.int32), tfs)
         self.doc_len[slot] = len(terms)
         self.total_len += len(terms)
 
@@ -238,7 +246,11 @@ class LexicalIndex:
             syllables = analyze(text, folded=False)
             phrases = _bigrams(syllables) if self.phrase_weight else []
             accented = syllables + _bigrams(syllables) if self.bigrams else syllables
-            analysed.append((key, accented, phrases, analyze(text, folded=True, bigrams=self.folded_bigrams)))
+            # = analyze(text, folded=True, ...) without tokenising the text a second time (most of the cost)
+            folded = [f for f in map(_folded_syllable, syllables) if f]
+            if self.folded_bigrams:
+                folded += _bigrams(folded)
+            analysed.append((key, accented, phrases, folded))
         with self._lock:
             for key, accented, phrases, folded in analysed:
                 if key in self._slot_of:
