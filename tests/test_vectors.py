@@ -154,3 +154,25 @@ def test_kind_and_parameters_follow_the_corpus_size() -> None:
     assert auto.kind == "hnsw"
     forced = make_vector_index(Settings(faiss_index="flat"), dim=8, expected_size=50_000)
     assert forced.kind == "flat"
+
+
+def test_an_ivf_flat_index_saved_by_an_earlier_version_still_loads_and_answers(tmp_path: Path, monkeypatch) -> None:
+    import faiss
+
+    import qa.vectors.faiss as module
+
+    def ivf_flat(quantizer, dim, nlist, _codec, metric):  # what earlier versions built
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module.faiss, "IndexIVFScalarQuantizer", ivf_flat)
+        index, keys, vectors = build("ivf")
+        assert isinstance(faiss.downcast_index(index._index), faiss.IndexIVFFlat)
+        index.save(tmp_path)
+    loaded = load_vector_index(Settings(data_dir=tmp_path), tmp_path)
+    scores, found = loaded.search(vectors[:20], 1)
+    assert np.array_equal(found[:, 0], keys[:20]) and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    present, got = loaded.lookup(keys[:5])
+    assert present.all() and np.allclose(got, vectors[:5], atol=1e-6)
+    loaded.remove(keys[:3])  # a write after loading keeps working
+    assert len(loaded) == len(keys) - 3
