@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +29,10 @@ from qa.text import has_tone_marks, strip_accents, tokenize
 __all__ = ["LexicalIndex", "LexicalMatches", "analyze"]
 
 log = logging.getLogger(__name__)
+
+# Bump when the analysis (`analyze`, `qa.text`) or the fields of these classes change: snapshots written by
+# another version are then rebuilt instead of loaded.
+SNAPSHOT_VERSION = 1
 
 # Lucene/bm25s defaults.
 K1 = 1.2
@@ -285,6 +290,44 @@ class LexicalIndex:
         self._folded.compact(alive)
         self._dead = 0
         log.debug("lexical index compacted: %d live passages", len(self._slot_of))
+
+    def _config(self) -> dict[str, object]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "bigrams": self.bigrams,
+            "folded_bigrams": self.folded_bigrams,
+            "phrase_weight": self.phrase_weight,
+        }
+
+    def save(self, file: str, tag: Mapping[str, object]) -> None:
+        """Write a snapshot of the postings to `file` with `tag` (the owner's stamp, e.g. its data generation)."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+            with open(file, "wb") as fh:
+                pickle.dump({"tag": {**tag, **self._config()}, "state": state}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, file: str, tag: Mapping[str, object]) -> bool:
+        """Replace this (empty) index by the snapshot in `file` if it carries `tag` and this configuration.
+
+        False, with this index untouched, when the file is missing, unreadable or stamped otherwise. The file is
+        the owner's own derived data (like the FAISS file beside it), not input from elsewhere.
+        """
+        try:
+            with open(file, "rb") as fh:
+                snapshot = pickle.load(fh)
+            if snapshot.get("tag") != {**tag, **self._config()}:
+                return False
+            state = snapshot["state"]
+            if set(state) != {k for k in self.__dict__ if k != "_lock"}:
+                return False
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # a truncated or foreign file: rebuild
+            log.warning("BM25 snapshot %s unreadable (%s): rebuilding it", file, exc)
+            return False
+        with self._lock:
+            self.__dict__.update(state)
+        return True
 
     def search(self, question: str, *, allowed: np.ndarray | None = None, folded: bool | None = None) -> LexicalMatches:
         """Every passage sharing a term with `question`, best first, optionally only among `allowed` keys.

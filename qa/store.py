@@ -28,7 +28,7 @@ from qa.chunking import Passage
 from qa.config import Settings
 from qa.corpus import Article
 from qa.lexical import LexicalIndex, LexicalMatches
-from qa.vectors import VectorIndex, VectorIndexError, load_vector_index, make_vector_index
+from qa.vectors import VectorIndex, VectorIndexError, atomic_write, load_vector_index, make_vector_index
 from qa.vectors.faiss import INDEX_FILE, choose_kind
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ FORMAT_VERSION = 1
 DB_FILE = "store.sqlite"
 FAISS_FILE = INDEX_FILE
 MANIFEST_FILE = "manifest.json"
+LEXICAL_FILE = "lexical.snapshot"
+# Below this many passages BM25 is rebuilt at every open (≤ ~6 s) and no snapshot is written.
+LEXICAL_SNAPSHOT_MIN = 5_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -170,6 +173,7 @@ class Store:
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self.lexical = LexicalIndex()
+        self._lexical_generation: int | None = None  # the generation of the BM25 snapshot on disk, if known
 
     # --- opening -------------------------------------------------------------------------------
     @classmethod
@@ -294,13 +298,45 @@ class Store:
         return index
 
     def _load_lexical(self) -> None:
-        """Tokenise every stored passage (about 1 s per 3,000 passages on one core)."""
+        """BM25 from its snapshot when that was taken at the database's current generation, else rebuilt by
+        tokenising every stored passage (~120 s per 100k passages on one core) and snapshotted for next time."""
         started = time.perf_counter()
+        manifest = self.manifest()
+        generation = manifest.generation
+        if self.lexical.load(str(self.path / LEXICAL_FILE), self._lexical_tag(manifest)):
+            self._lexical_generation = generation
+            log.info("lexical index: %d passages from its snapshot in %.2f s", len(self.lexical),
+                     time.perf_counter() - started)  # fmt: skip
+            return
         rows = self._conn.execute(
             "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
         ).fetchall()
         self.lexical.add((r[0], lexical_text(r[1], r[2])) for r in rows)
         log.info("lexical index: %d passages in %.2f s", len(rows), time.perf_counter() - started)
+        if len(rows) >= LEXICAL_SNAPSHOT_MIN:
+            self._save_lexical()
+
+    @staticmethod
+    def _lexical_tag(manifest: Manifest) -> dict[str, object]:
+        """What a BM25 snapshot must carry to be loaded: this database (its creation) at this generation."""
+        return {"created_at": manifest.created_at, "generation": manifest.generation}
+
+    def _lexical_saved(self) -> bool:
+        """The snapshot on disk is of the current generation (nothing to write at close)."""
+        return self._lexical_generation == self.manifest().generation
+
+    def _save_lexical(self) -> None:
+        """Snapshot BM25 stamped with the database's generation (a later write makes it stale, never wrong)."""
+        started = time.perf_counter()
+        manifest = self.manifest()
+        generation, tag = manifest.generation, self._lexical_tag(manifest)
+        try:
+            atomic_write(self.path / LEXICAL_FILE, lambda tmp: self.lexical.save(tmp, tag))
+        except OSError as exc:  # a read-only or full disk costs the next start a rebuild, nothing else
+            log.warning("could not save the BM25 snapshot in %s: %s", self.path, exc)
+            return
+        self._lexical_generation = generation
+        log.info("lexical snapshot saved in %.2f s", time.perf_counter() - started)
 
     def _iter_vectors(self, batch: int = 10_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         cur = self._conn.execute("SELECT key, vector FROM passages ORDER BY key")
@@ -572,6 +608,8 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            if self._index is not None and len(self.lexical) >= LEXICAL_SNAPSHOT_MIN and not self._lexical_saved():
+                self._save_lexical()
             self._conn.close()
             if self._index is not None:
                 self._index.close()

@@ -216,3 +216,17 @@ def test_top_and_scores_for_agree_with_the_full_ranking(index):
     assert matches.scores_for([7, 2, 999, 6]).tolist() == [full[7], 0.0, 0.0, full[6]]
     index.remove([6])  # after the search: the snapshot still answers
     assert matches.scores_for([6]).tolist() == [full[6]]
+
+
+def test_snapshot_round_trip_and_refusals(tmp_path):
+    index = LexicalIndex()
+    index.add([(1, "Quận Nam Từ Liêm có 10.254 đảng viên"), (2, "Giá xăng tăng 500 đồng mỗi lít")])
+    file = str(tmp_path / "lexical.snapshot")
+    index.save(file, {"generation": 3})
+    loaded = LexicalIndex()
+    assert loaded.load(file, {"generation": 3})
+    for question in ("đảng viên", "gia xang"):
+        assert loaded.search(question).top(5)[0].tolist() == index.search(question).top(5)[0].tolist()
+    assert not LexicalIndex().load(file, {"generation": 4})  # another generation
+    assert not LexicalIndex(phrase_weight=0.5).load(file, {"generation": 3})  # another configuration
+    assert not LexicalIndex().load(str(tmp_path / "missing"), {"generation": 3})
