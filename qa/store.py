@@ -608,8 +608,12 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            if self._index is not None and len(self.lexical) >= LEXICAL_SNAPSHOT_MIN and not self._lexical_saved():
-                self._save_lexical()
+            if self._index is not None and len(self.lexical) >= LEXICAL_SNAPSHOT_MIN:
+                try:
+                    if not self._lexical_saved():
+                        self._save_lexical()
+                except (sqlite3.Error, OSError) as exc:  # closing must not fail: the next open rebuilds instead
+                    log.warning("BM25 snapshot not saved at close: %s", exc)
             self._conn.close()
             if self._index is not None:
                 self._index.close()
