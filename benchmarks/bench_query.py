@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.common import WORK, percentiles, question_contexts, questions, run_concurrently, save, timed
 from qa.chunking import Passage
+from qa.client import Client
 from qa.config import Settings
 from qa.corpus import Article
 from qa.encoders import load_sentence_transformer, with_query_path
@@ -117,16 +118,9 @@ class Server:
     def __enter__(self) -> str:
         url = f"http://127.0.0.1:{self.port}"
         started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "qa.cli", "serve"], env=self.env)
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"qa serve exited with code {self.process.returncode}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        process = self.process = subprocess.Popen([sys.executable, "-m", "qa.cli", "serve"], env=self.env)
+        with Client(url, timeout=5) as qa:
+            qa.wait_ready(timeout=900, interval=0.5, alive=lambda: process.poll() is None)
         self.ready_s = time.perf_counter() - started
         return url
 

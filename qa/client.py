@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
@@ -220,6 +220,11 @@ def _backoff(attempt: int) -> float:
     return min(0.2 * 2**attempt, 2.0)
 
 
+def _not_ready(timeout: float, last: QAError, exited: bool) -> QAConnectionError:
+    why = "the server process exited" if exited else f"not ready after {timeout:g} s"
+    return QAConnectionError(f"{why} (last answer: {last})")
+
+
 def _give_up(call: _Call[Any], exc: httpx.TransportError, attempts: int) -> QAConnectionError:
     what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -296,6 +301,23 @@ class Client:
     def ready(self) -> Health:
         """`status == "ready"` once the model and index are loaded; raises `ServiceUnavailable` before."""
         return self._send(_READY)
+
+    def wait_ready(
+        self, timeout: float = 120.0, *, interval: float = 0.2, alive: Callable[[], bool] | None = None
+    ) -> Health:
+        """Poll `/readyz` until the server has loaded its model and index (a server still starting, or not
+        listening yet, is waited for). Raises `QAConnectionError` after `timeout` seconds, or as soon as
+        `alive()` (e.g. `lambda: process.poll() is None` for a server you started) turns False."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.ready()
+            except (ServiceUnavailable, QAConnectionError) as exc:
+                if alive is not None and not alive():
+                    raise _not_ready(timeout, exc, exited=True) from exc
+                if time.monotonic() >= deadline:
+                    raise _not_ready(timeout, exc, exited=False) from exc
+            time.sleep(interval)
 
     def stats(self) -> Stats:
         """Article and passage counts, model, index kind, build and update times."""
@@ -378,6 +400,21 @@ class AsyncClient:
     async def ready(self) -> Health:
         """See `Client.ready`."""
         return await self._send(_READY)
+
+    async def wait_ready(
+        self, timeout: float = 120.0, *, interval: float = 0.2, alive: Callable[[], bool] | None = None
+    ) -> Health:
+        """See `Client.wait_ready`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.ready()
+            except (ServiceUnavailable, QAConnectionError) as exc:
+                if alive is not None and not alive():
+                    raise _not_ready(timeout, exc, exited=True) from exc
+                if time.monotonic() >= deadline:
+                    raise _not_ready(timeout, exc, exited=False) from exc
+            await asyncio.sleep(interval)
 
     async def stats(self) -> Stats:
         """See `Client.stats`."""

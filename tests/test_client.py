@@ -155,3 +155,51 @@ def test_api_key_is_sent_as_bearer_and_ids_are_quoted():
         assert qa.delete_article("a/b c").passages == 2
     assert seen[0].headers["authorization"] == "Bearer k"
     assert seen[0].url.raw_path == b"/v1/articles/a%2Fb%20c"
+
+
+def _starting(loading_answers: int, calls: list[int]):
+    """/readyz: refused once, then 503 `loading_answers` times, then 200."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ConnectError("not listening yet", request=request)
+        if len(calls) <= 1 + loading_answers:
+            error = {"code": "not_ready", "message": "the model and index are still loading", "detail": None}
+            return httpx.Response(503, json={"error": error})
+        return httpx.Response(200, json={"status": "ready"})
+
+    return handler
+
+
+def test_wait_ready_waits_through_refusals_and_503s():
+    calls: list[int] = []
+    with Client(retries=0, transport=httpx.MockTransport(_starting(3, calls))) as qa:
+        assert qa.wait_ready(timeout=10, interval=0.01).status == "ready"
+    assert len(calls) == 5
+
+
+def test_wait_ready_gives_up_after_the_timeout_with_the_last_answer():
+    with (
+        Client(retries=0, transport=httpx.MockTransport(_starting(10**6, []))) as qa,
+        pytest.raises(QAConnectionError, match="not ready after 0.2 s.*still loading"),
+    ):
+        qa.wait_ready(timeout=0.2, interval=0.01)
+
+
+def test_wait_ready_stops_at_once_when_the_server_process_is_gone():
+    calls: list[int] = []
+    with (
+        Client(retries=0, transport=httpx.MockTransport(_starting(10**6, calls))) as qa,
+        pytest.raises(QAConnectionError, match="server process exited"),
+    ):
+        qa.wait_ready(timeout=60, interval=0.01, alive=lambda: len(calls) < 3)
+    assert len(calls) == 3
+
+
+@pytest.mark.anyio
+async def test_async_wait_ready_matches():
+    calls: list[int] = []
+    async with AsyncClient(retries=0, transport=httpx.MockTransport(_starting(2, calls))) as qa:
+        assert (await qa.wait_ready(timeout=10, interval=0.01)).status == "ready"
+    assert len(calls) == 4

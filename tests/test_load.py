@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qa.client import Client, QAConnectionError
+
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 64
 ASK_SECONDS = float(os.environ.get("QA_LOAD_SECONDS", "60"))
@@ -87,16 +89,11 @@ def qa_serve(data_dir: Path, models_dir: Path, log_file: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, f"qa serve exited: {log_file.read_text(errors='replace')[-3000:]}"
-            assert time.monotonic() < deadline, "qa serve did not become ready in 240 s"
+        with Client(url, timeout=5) as qa:
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+                qa.wait_ready(timeout=240, alive=lambda: proc.poll() is None)
+            except QAConnectionError as exc:
+                pytest.fail(f"qa serve: {exc}\n{log_file.read_text(errors='replace')[-3000:]}")
         yield url
     finally:
         proc.terminate()
