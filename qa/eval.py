@@ -99,21 +99,32 @@ def read_questions(path: Path) -> list[Question]:
     ]
 
 
-def cache_key(contexts: Path, model: str, chunking: dict[str, int]) -> str:
+def cache_key(contexts: Path, model: str, chunking: dict[str, int], sentence_vectors: bool = True) -> str:
     digest = hashlib.sha256(Path(contexts).read_bytes())
-    digest.update(json.dumps({"model": model, "chunking": chunking}, sort_keys=True).encode())
+    config: dict[str, Any] = {"model": model, "chunking": chunking}
+    if not sentence_vectors:  # (keeps the keys of indexes cached before sentence vectors existed distinct)
+        config["sentence_vectors"] = False
+    digest.update(json.dumps(config, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
 
 def build_index(
-    contexts: Path, encoder: Encoder, *, chunking: dict[str, int], cache_dir: Path, progress: bool = True
+    contexts: Path,
+    encoder: Encoder,
+    *,
+    chunking: dict[str, int],
+    cache_dir: Path,
+    progress: bool = True,
+    sentence_vectors: bool = True,
 ) -> Store:
-    """The contexts indexed through `Indexer`, reused from `cache_dir` when contexts, model and chunking match."""
-    folder = Path(cache_dir) / cache_key(contexts, encoder.name, chunking)
+    """The contexts indexed through `Indexer`, reused from `cache_dir` when contexts, model, chunking and the
+    sentence-vector setting match."""
+    folder = Path(cache_dir) / cache_key(contexts, encoder.name, chunking, sentence_vectors)
     if folder.exists():
         try:
             store = Store.open(folder)
-            if store.manifest().extra.get(_COMPLETE_MARK):
+            complete = store.manifest().extra.get(_COMPLETE_MARK)
+            if complete and (store.has_sentence_vectors() or not sentence_vectors):
                 log.info("reusing cached eval index %s", folder)
                 return store
             store.close()
@@ -121,7 +132,8 @@ def build_index(
             log.warning("cached eval index %s unusable (%s): rebuilding it", folder, exc)
         shutil.rmtree(folder, ignore_errors=True)
     store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=chunking)
-    Indexer(store, encoder, chunking=chunking).add(read_contexts(contexts), origin=EVAL_ORIGIN, progress=progress)
+    indexer = Indexer(store, encoder, chunking=chunking, sentence_vectors=sentence_vectors)
+    indexer.add(read_contexts(contexts), origin=EVAL_ORIGIN, progress=progress)
     store.set_meta(**{_COMPLETE_MARK: True, "contexts": str(contexts)})
     return store
 

@@ -42,14 +42,30 @@ def passage_input(article: Article, passage: Passage) -> str:
     return f"{article.title}\n{passage.text}" if article.title else passage.text
 
 
+def sentence_inputs(title: str, passage: Passage) -> list[str]:
+    """What the encoder sees for each sentence of a passage ("title\nsentence"), in sentence order."""
+    return [f"{title}\n{passage.text[a:b]}" if title else passage.text[a:b] for a, b in passage.sentences]
+
+
 class Indexer:
     """Chunks, encodes and stores articles; each call's articles land in the store in one transaction per batch."""
 
-    def __init__(self, store: Store, encoder: Encoder, *, chunking: dict[str, int], batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        store: Store,
+        encoder: Encoder,
+        *,
+        chunking: dict[str, int],
+        batch_size: int = 32,
+        sentence_vectors: bool = True,
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.chunking = chunking
         self.batch_size = batch_size
+        # Also encode every sentence of every passage (about as many tokens again as the passages): the
+        # retriever ranks by the best sentence as well and highlights without encoding at question time.
+        self.sentence_vectors = sentence_vectors
 
     def chunk(self, article: Article) -> list[Passage]:
         return chunk_article(article, **self.chunking)
@@ -82,18 +98,30 @@ class Indexer:
         if not pending:
             return {}
         texts = [passage_input(a, p) for a, passages in pending for p in passages]
-        # Batches of similar length pad least; encoding batch by batch keeps the progress bar moving.
+        n_passages = len(texts)
+        if self.sentence_vectors:
+            texts += [s for a, passages in pending for p in passages for s in sentence_inputs(a.title, p)]
+        # Batches of similar length pad least; encoding batch by batch keeps the progress bar moving (it counts
+        # passages: a sentence advances it by the share of the work it is).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+        first, done = bar.n, 0.0
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             vectors[batch] = self.encoder.encode_passages([texts[i] for i in batch], batch_size=self.batch_size)
-            bar.update(len(batch))
-        items, offset = [], 0
+            done += len(batch) * n_passages / len(texts)
+            bar.update(first + int(done) - bar.n)
+        bar.update(first + n_passages - bar.n)
+        items, sentences, offset, row = [], [], 0, n_passages
         for article, passages in pending:
             items.append((article, passages, vectors[offset : offset + len(passages)]))
             offset += len(passages)
-        self.store.upsert(items, origin=origin)
+            per_passage = []
+            for p in passages:
+                per_passage.append(vectors[row : row + len(p.sentences)])
+                row += len(p.sentences)
+            sentences.append(per_passage)
+        self.store.upsert(items, origin=origin, sentence_vectors=sentences if self.sentence_vectors else None)
         return {a.id: len(p) for a, p in pending}
 
     def delete(self, article_ids: Iterable[str]) -> int:
@@ -162,7 +190,13 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     shutil.rmtree(building, ignore_errors=True)
     store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking, settings=settings)
     try:
-        indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+        indexer = Indexer(
+            store,
+            encoder,
+            chunking=settings.chunking,
+            batch_size=settings.batch_size,
+            sentence_vectors=settings.sentence_vectors,
+        )
         if previous is not None:
             for origin, ids in previous.ids_by_origin().items():
                 articles = (a for i in ids if (a := previous.article(i)) is not None)
@@ -215,7 +249,13 @@ def sync_seeds(settings: Settings, store: Store, encoder: Encoder, *, progress: 
     fingerprint = corpus_fingerprint(seeds)
     if store.manifest().seeds_fingerprint == fingerprint:
         return None
-    indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+    indexer = Indexer(
+        store,
+        encoder,
+        chunking=settings.chunking,
+        batch_size=settings.batch_size,
+        sentence_vectors=settings.sentence_vectors,
+    )
     report = indexer.sync(seeds, origin=SEED, progress=progress)
     store.set_meta(seeds_fingerprint=fingerprint)
     log.info(

@@ -26,6 +26,7 @@ from qa.chunking import Passage
 from qa.corpus import Article
 from qa.encoders import Encoder
 from qa.highlight import dense_signal, highlight
+from qa.indexing import sentence_inputs
 from qa.lexical import LexicalMatches
 from qa.store import Store, StoredPassage
 from qa.text import has_tone_marks, normalize, vietnamese_share
@@ -77,25 +78,39 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class Fusion:
     """How dense and lexical scores combine; weights and normalisation were chosen on both dev sets
-    (benchmarks/quality.md). `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks."""
+    (benchmarks/quality.md). `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks;
+    `sentence_weight` weighs the best sentence's cosine, added when every candidate has sentence vectors."""
 
     dense_weight: float = 0.5
     unaccented_dense_weight: float = 0.3
+    sentence_weight: float = 0.2
     normalization: Literal["zscore", "minmax"] = "zscore"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.dense_weight <= 1.0 and 0.0 <= self.unaccented_dense_weight <= 1.0):
             raise ValueError("dense weights must be within [0, 1]")
+        if not 0.0 <= self.sentence_weight <= 1.0:
+            raise ValueError("sentence_weight must be within [0, 1]")
         if self.normalization not in ("zscore", "minmax"):
             raise ValueError("normalization must be zscore or minmax")
 
     def weight_for(self, question: str) -> float:
         return self.dense_weight if has_tone_marks(question) else self.unaccented_dense_weight
 
-    def combine(self, dense: np.ndarray, lexical: np.ndarray, pool: np.ndarray, dense_weight: float) -> np.ndarray:
+    def combine(
+        self,
+        dense: np.ndarray,
+        lexical: np.ndarray,
+        pool: np.ndarray,
+        dense_weight: float,
+        sentence: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Fused scores in [0, 1]; `pool` (a boolean mask, not empty) marks the candidates that set the scales."""
         norm = _standardised if self.normalization == "zscore" else _scaled
         fused = dense_weight * norm(dense, pool) + (1.0 - dense_weight) * norm(lexical, pool)
+        if sentence is not None and self.sentence_weight:
+            fused = fused + self.sentence_weight * norm(sentence, pool)
+            return _scaled(fused, pool)
         return fused if self.normalization == "minmax" else _scaled(fused, pool)
 
 
@@ -114,21 +129,26 @@ def _standardised(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 def fuse(
     dense: dict[int, float],
-    lexical: dict[int, float],
+    lexical: dict[int, float] | None,
     pool: set[int],
     fusion: Fusion,
     dense_weight: float | None = None,
+    sentence: dict[int, float] | None = None,
 ) -> list[Candidate]:
-    """Candidates of either signal ranked by the fused score; `dense` must score every candidate of both."""
+    """Candidates of either signal ranked by the fused score; `dense` (and `sentence`, when given) must score
+    every candidate of both. `lexical` None: no lexical signal (the hits then carry no lexical score)."""
     keys = list(dense)
     in_pool = np.fromiter((k in pool for k in keys), dtype=bool, count=len(keys))
     if not in_pool.any():
         return []
     cos = np.fromiter((dense[k] for k in keys), dtype=np.float64, count=len(keys))
-    bm25 = np.fromiter((lexical.get(k, 0.0) for k in keys), dtype=np.float64, count=len(keys))
+    bm25 = np.fromiter(((lexical or {}).get(k, 0.0) for k in keys), dtype=np.float64, count=len(keys))
+    best = None if sentence is None else np.fromiter((sentence[k] for k in keys), dtype=np.float64, count=len(keys))
     weight = fusion.dense_weight if dense_weight is None else dense_weight
-    fused = fusion.combine(cos, bm25, in_pool, weight)
+    fused = fusion.combine(cos, bm25, in_pool, weight, best)
     order = np.argsort(-fused, kind="stable")
+    if lexical is None:
+        return [Candidate(keys[i], float(fused[i]), float(cos[i])) for i in order]
     return [Candidate(keys[i], float(fused[i]), float(cos[i]), float(bm25[i])) for i in order]
 
 
@@ -210,28 +230,31 @@ class Retriever:
         return self._highlighted(cleaned, vectors, [list(page) for page in pages])
 
     def _highlighted(self, questions: list[str], vectors: np.ndarray | None, pages: list[list[Hit]]) -> list[list[Hit]]:
-        """Hits with their answer spans; the sentences the model scores (those of the top `model_highlights`
-        hits of each page) are encoded in one batch for the whole request."""
+        """Hits with their answer spans. The sentences the model scores (those of the top `model_highlights` hits
+        of each page) come from the index when it holds sentence vectors; the rest are encoded in one batch."""
         wanted = [
             vectors is not None and dense_signal(question) != "lexical" for question in questions
         ]  # unaccented Vietnamese: lexical overlap only, no encoding
-        texts = [
-            f"{h.article.title}\n{h.passage.text[a:b]}" if h.article.title else h.passage.text[a:b]
-            for want, page in zip(wanted, pages, strict=True)
-            if want
-            for h in page[: self.model_highlights]
-            for a, b in h.passage.sentences
-        ]
-        sentence_vectors = self._sentence_vectors(texts) if texts else None
+        scored = [h for want, page in zip(wanted, pages, strict=True) if want for h in page[: self.model_highlights]]
+        stored = self.store.sentence_vectors(passage_ids=[h.passage.id for h in scored]) if scored else {}
+        # A passage replaced since it was found may have other sentences: then its stored vectors do not fit.
+        stale = [h for h in scored if not _fits(stored.get(h.passage.id), h.passage)]
+        texts = [t for h in stale for t in sentence_inputs(h.article.title, h.passage)]
+        encoded = self._sentence_vectors(texts) if texts else None
         out, row = [], 0
         for i, (question, page) in enumerate(zip(questions, pages, strict=True)):
             highlighted = []
             for rank, h in enumerate(page):
                 cosines = None
-                if wanted[i] and rank < self.model_highlights and sentence_vectors is not None and vectors is not None:
+                if wanted[i] and rank < self.model_highlights and vectors is not None:
                     n = len(h.passage.sentences)
-                    cosines = (sentence_vectors[row : row + n] @ vectors[i]).tolist()
-                    row += n
+                    sentence_vectors = stored.get(h.passage.id)
+                    if not _fits(sentence_vectors, h.passage):
+                        if encoded is None:  # only a passage without sentences can get here
+                            sentence_vectors = np.zeros((0, len(vectors[i])), dtype=np.float32)
+                        else:
+                            sentence_vectors, row = encoded[row : row + n], row + n
+                    cosines = (sentence_vectors @ vectors[i]).tolist()
                 spans = highlight(question, h.passage, sentence_cosines=cosines)
                 highlighted.append(Hit(h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
             out.append(highlighted)
@@ -284,7 +307,11 @@ class Retriever:
     ) -> list[Candidate]:
         if _is_foreign(question):
             # Cross-lingual: BM25 over Vietnamese text only adds noise to an English question (-10 points R@5).
-            return [Candidate(k, s, dense_score=s) for k, s in dense.items()]
+            sentence = self._best_sentences(vector, dense)
+            if sentence is None:
+                return [Candidate(k, s, dense_score=s) for k, s in dense.items()]
+            pool = set(list(dense)[: self.candidates])
+            return fuse(dense, None, pool, self.fusion, 1.0, sentence)
         matches = self.store.search_lexical(question, allowed=allowed)
         top_lexical = matches.top(depth)[0].tolist()
         missing = [k for k in top_lexical if k not in dense]
@@ -296,7 +323,17 @@ class Retriever:
         pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
         # BM25 of the candidates only (0 for a dense candidate sharing no term with the question).
         lexical = dict(zip(dense, matches.scores_for(list(dense)).tolist(), strict=True))
-        return fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(question))
+        sentence = self._best_sentences(vector, dense)
+        return fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(question), sentence)
+
+    def _best_sentences(self, vector: np.ndarray, dense: dict[int, float]) -> dict[int, float] | None:
+        """Each candidate's best sentence cosine, or None (no sentence signal) unless all have sentence vectors."""
+        if not self.fusion.sentence_weight or not dense:
+            return None
+        stored = self.store.sentence_vectors(keys=list(dense))
+        if len(stored) < len(dense):  # indexed without them (QA_SENTENCE_VECTORS=false, or an older index)
+            return None
+        return {k: float((v @ vector).max()) if len(v) else dense[k] for k, v in stored.items()}
 
     def _paged(
         self, ranked: list[list[Candidate]], offset: int, top_k: int, min_score: float | None
@@ -354,6 +391,11 @@ class Retriever:
                 seen_articles.add(record.article.id)
             hits.append(Hit(record.passage, record.article, c.score, c.dense_score, c.lexical_score))
         return hits
+
+
+def _fits(sentence_vectors: np.ndarray | None, passage: Passage) -> bool:
+    """Stored sentence vectors exist for `passage` and match its sentences (not those of a later version)."""
+    return sentence_vectors is not None and len(sentence_vectors) == len(passage.sentences)
 
 
 def _is_foreign(question: str) -> bool:

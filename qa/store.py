@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS passages (
     vector BLOB NOT NULL                      -- float32, L2-normalised
 );
 CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
+CREATE TABLE IF NOT EXISTS sentence_vectors (  -- optional: one vector per sentence of a passage
+    key INTEGER PRIMARY KEY REFERENCES passages(key) ON DELETE CASCADE,
+    vectors BLOB NOT NULL                      -- float16 [sentences, dim], L2-normalised, in sentence order
+);
 """
 
 
@@ -390,8 +394,18 @@ class Store:
         self._write_manifest()
 
     # --- writes --------------------------------------------------------------------------------
-    def upsert(self, items: Sequence[tuple[Article, Sequence[Passage], np.ndarray]], *, origin: str) -> None:
-        """Insert or replace whole articles with their passages and vectors, in one transaction."""
+    def upsert(
+        self,
+        items: Sequence[tuple[Article, Sequence[Passage], np.ndarray]],
+        *,
+        origin: str,
+        sentence_vectors: Sequence[Sequence[np.ndarray]] | None = None,
+    ) -> None:
+        """Insert or replace whole articles with their passages and vectors, in one transaction.
+
+        `sentence_vectors`, when given, holds per item one array per passage: a vector for each of its sentences
+        (`qa.retriever` scores them against the question and highlights with them).
+        """
         if not items:
             return
         dim = self.manifest().dim
@@ -400,6 +414,13 @@ class Store:
                 raise ValueError(
                     f"article {article.id!r}: {len(passages)} passages but vectors of shape {vectors.shape}"
                 )
+        if sentence_vectors is not None:
+            if len(sentence_vectors) != len(items):
+                raise ValueError(f"{len(items)} articles but sentence vectors for {len(sentence_vectors)}")
+            for (article, passages, _), per_passage in zip(items, sentence_vectors, strict=True):
+                shapes = [np.shape(v) for v in per_passage]
+                if shapes != [(len(p.sentences), dim) for p in passages]:
+                    raise ValueError(f"article {article.id!r}: sentence vectors of shapes {shapes} do not match")
         with self._lock:
             ids = [a.id for a, _, _ in items]
             old_keys = self._keys_of(ids)
@@ -412,8 +433,9 @@ class Store:
                     "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [_article_row(a, origin) for a, _, _ in items],
                 )
-                for article, passages, vectors in items:
+                for n, (article, passages, vectors) in enumerate(items):
                     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                    first = len(new_keys)
                     new_texts.extend(lexical_text(article.title, p.text) for p in passages)
                     for passage, vector in zip(passages, vectors, strict=True):
                         cur = self._conn.execute(
@@ -431,6 +453,14 @@ class Store:
                             ),
                         )
                         new_keys.append(int(cur.lastrowid or 0))
+                    if sentence_vectors is not None:
+                        self._conn.executemany(
+                            "INSERT INTO sentence_vectors(key, vectors) VALUES (?, ?)",
+                            [
+                                (key, np.ascontiguousarray(v, dtype=np.float16).tobytes())
+                                for key, v in zip(new_keys[first:], sentence_vectors[n], strict=True)
+                            ],
+                        )
                     new_vectors.append(vectors)
                 self._bump_generation()
             self._apply_to_vectors(old_keys, new_keys, new_vectors)
@@ -518,6 +548,34 @@ class Store:
             if vector is not None:
                 out[i] = float(vector @ query)
         return out
+
+    def sentence_vectors(
+        self, *, keys: Sequence[int] | None = None, passage_ids: Sequence[str] | None = None
+    ) -> dict[Any, np.ndarray]:
+        """Stored sentence vectors (float32 [sentences, dim]) by passage key, or by passage id when `passage_ids`
+        are given; a passage stored without them is absent."""
+        wanted: list[Any] = [int(k) for k in keys] if keys is not None else list(passage_ids or ())
+        if not wanted:
+            return {}
+        column = "s.key" if keys is not None else "p.id"
+        join = "" if keys is not None else " JOIN passages p ON p.key = s.key"
+        out: dict[Any, np.ndarray] = {}
+        with self._lock:
+            dim = int(self._meta()["dim"])
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                part = wanted[start : start + 500]
+                rows = self._conn.execute(
+                    f"SELECT {column}, s.vectors FROM sentence_vectors s{join}"
+                    f" WHERE {column} IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+                for name, blob in rows:
+                    out[name] = np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32)
+        return out
+
+    def has_sentence_vectors(self) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT EXISTS(SELECT 1 FROM sentence_vectors)").fetchone()[0] == 1
 
     def keys_matching(
         self,
