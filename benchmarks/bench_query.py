@@ -62,34 +62,50 @@ def build_index(service: Service, contexts: list[dict]) -> None:
     pick = random.Random(0)
     missing = TARGET_PASSAGES - service.store.manifest().passages
     batch: list = []
+    sentence_vectors: list = []
     for a in range(missing // PER_ARTICLE + 1):
         n = min(PER_ARTICLE, missing - a * PER_ARTICLE)
         if n <= 0:
             break
-        batch.append(synthetic_article(f"synthetic-{a:06d}", n, sentences, real, rng, pick))
+        article, per_passage = synthetic_article(f"synthetic-{a:06d}", n, sentences, real, rng, pick)
+        batch.append(article)
+        sentence_vectors.append(per_passage)
         if len(batch) * PER_ARTICLE >= 20_000:
-            service.store.upsert(batch, origin="synthetic")
-            batch = []
+            service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
+            batch, sentence_vectors = [], []
     if batch:
-        service.store.upsert(batch, origin="synthetic")
+        service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
+
+
+def _noisy(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noisy = vectors + rng.standard_normal(vectors.shape).astype(np.float32) * 0.025
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
 
 
 def synthetic_article(article_id, n, sentences, real, rng, pick):
-    texts = []
+    """An article of `n` passages, and per passage its sentence vectors (as the indexer stores them)."""
+    texts, spans = [], []
     for _ in range(n):
-        words: list[str] = []
-        while len(words) < 120:
-            words.extend(pick.choice(sentences).split())
-        texts.append(" ".join(words))
+        parts: list[str] = []
+        while sum(len(p.split()) for p in parts) < 120:
+            parts.append(pick.choice(sentences))
+        text, cuts, at = " ".join(parts), [], 0
+        for part in parts:
+            cuts.append((at, at + len(part)))
+            at += len(part) + 1
+        texts.append(text)
+        spans.append(tuple(cuts))
     body = "\n\n".join(texts)
     passages, start = [], 0
     for i, text in enumerate(texts):
-        passages.append(Passage(f"{article_id}:{i}", article_id, i, text, start, start + len(text), ((0, len(text)),)))
+        passages.append(Passage(f"{article_id}:{i}", article_id, i, text, start, start + len(text), spans[i]))
         start += len(text) + 2
-    vectors = real[rng.integers(0, len(real), n)] + rng.standard_normal((n, real.shape[1])).astype(np.float32) * 0.025
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _noisy(real[rng.integers(0, len(real), n)], rng)
+    per_passage = [
+        _noisy(np.repeat(v[None, :], len(p.sentences), axis=0), rng) for v, p in zip(vectors, passages, strict=True)
+    ]
     article = Article(article_id, f"Bài tổng hợp {article_id}", body, datetime(2023, 6, 1), "synthetic", None)
-    return article, passages, vectors.astype(np.float32)
+    return (article, passages, vectors), per_passage
 
 
 class Server:

@@ -238,6 +238,13 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
         assert previous is not None
         store = previous
     sync_seeds(settings, store, encoder, progress=progress)
+    if settings.sentence_vectors and store.manifest().passages and not store.has_sentence_vectors():
+        log.warning(
+            "index %s holds no sentence vectors (built by an older version, or with QA_SENTENCE_VECTORS=false): "
+            "ranking goes without the best-sentence signal and highlights encode at question time; "
+            "`qa index --rebuild` adds them",
+            target,
+        )
     return store
 
 
