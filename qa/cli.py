@@ -136,7 +136,7 @@ def _parse_ks(value: str) -> list[int]:
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from qa.encoders import load_encoder
-    from qa.eval import build_index, evaluate, format_report, read_questions
+    from qa.eval import WHOLE_CONTEXTS, build_index, evaluate, format_report, read_questions
     from qa.retriever import Retriever
 
     questions = read_questions(args.questions)[: args.limit]
@@ -144,7 +144,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     store = build_index(
         args.contexts,
         encoder,
-        chunking=settings.chunking,
+        chunking=WHOLE_CONTEXTS if args.whole_contexts else settings.chunking,
         cache_dir=settings.data_dir / "eval-cache",
         sentence_vectors=settings.sentence_vectors,
     )
@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_parse_ks, default=[1, 5, 10], help="recall cut-offs (default 1,5,10)")
     p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="retrieval signals")
     p.add_argument("--strip-accents", action="store_true", help="ask the questions with tone marks removed")
+    p.add_argument(
+        "--whole-contexts",
+        action="store_true",
+        help="index each context as one passage, no chunking (how the anchor figures of the eval sets were taken; "
+        "the encoder reads only its first 512 tokens)",
+    )
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.eval import build_index, evaluate, read_questions
+from qa.eval import WHOLE_CONTEXTS, build_index, evaluate, read_questions
 from qa.retriever import Retriever
 from tests.fakes import HashingEncoder
 
@@ -52,6 +52,20 @@ def test_metrics_on_a_tiny_set(tmp_path):
     assert again.manifest().passages == 3
     assert len(list((tmp_path / "cache").iterdir())) == 1
     again.close()
+
+
+def test_whole_contexts_index_one_passage_per_context(tmp_path):
+    contexts, _ = write_set(tmp_path)
+    long_text = " ".join(f"Câu thứ {i} nói về ngân sách quận Đống Đa." for i in range(300))  # ~2,700 words
+    with open(contexts, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"context_id": "long", "title": "Dài", "text": long_text}, ensure_ascii=False) + "\n")
+    store = build_index(contexts, HashingEncoder(), chunking=WHOLE_CONTEXTS, cache_dir=tmp_path / "c", progress=False)
+    try:
+        assert store.manifest().passages == len(CONTEXTS) + 1
+        (passage,) = store.passages_of("long")
+        assert passage.text == long_text and len(passage.sentences) == 300
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
