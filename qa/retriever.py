@@ -1,11 +1,13 @@
 """The read path: question → dense + lexical candidates → fused, filtered, paged, highlighted `Hit`s.
 
-Hybrid ranking is by `w * z(dense) + (1 - w) * z(lexical)`, each signal standardised (z-score) over the
-question's normalisation pool (the top `candidates` of each signal); `w` is 0.5 for a question with tone marks
-and 0.3 for one without (the dense model is nearly blind to unaccented Vietnamese). `Hit.score` is that fused
-value min-max scaled over the pool and clipped to [0, 1]: 1.0 is the question's best candidate, and
-`min_score` is relative to the question's candidates (0.5 keeps passages at least halfway between the weakest
-and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`, `lexical_score`). Chosen over
+Hybrid ranking is by `w * z(dense) + (1 - w) * z(lexical) + 0.2 * z(best sentence)`, each signal standardised
+(z-score) over the question's normalisation pool (the top `candidates` of each signal); `w` is 0.5 for a question
+with tone marks and 0.3 for one without (the dense model is nearly blind to unaccented Vietnamese). "Best
+sentence" is the highest cosine between the question and the passage's sentences, whose vectors the indexer
+stores (`QA_SENTENCE_VECTORS`); it is left out when a candidate has none (an index built without them).
+`Hit.score` is that fused value min-max scaled over the pool and clipped to [0, 1]: 1.0 is the question's best
+candidate, and `min_score` is relative to the question's candidates (0.5 keeps passages at least halfway between
+the weakest and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`, `lexical_score`). Chosen over
 min-max fusion, absolute normalisations and RRF on both dev sets (benchmarks/quality.md). In the
 single-signal modes the score is that signal (cosine; BM25 / the question's bound, see `qa.lexical`).
 """

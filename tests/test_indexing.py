@@ -99,3 +99,23 @@ def test_interrupted_swap_is_recovered(settings):
     store = open_index(settings, encoder)
     assert store.manifest().articles == 5
     store.close()
+
+
+def test_an_index_without_sentence_vectors_is_served_with_a_warning(tmp_path, caplog):
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    off = Settings(data_dir=tmp_path / "data", seeds=seeds, sentence_vectors=False)
+    store = open_index(off, HashingEncoder())
+    assert not store.has_sentence_vectors()
+    store.close()
+    on = Settings(data_dir=tmp_path / "data", seeds=seeds)
+    with caplog.at_level("WARNING", logger="qa.indexing"):
+        store = open_index(on, HashingEncoder())
+    assert store.manifest().passages > 0 and not store.has_sentence_vectors(), "no silent re-embedding"
+    assert "qa index --rebuild" in caplog.text
+    store.close()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="qa.indexing"):
+        store = open_index(on, HashingEncoder(), force_rebuild=True)
+    assert store.has_sentence_vectors() and "sentence vectors" not in caplog.text
+    store.close()
