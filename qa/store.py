@@ -245,6 +245,10 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Reads through a memory map of the file (the OS page cache; SQLite caps it at 2 GiB) instead of a read()
+        # per page into a 2 MB private cache: fetching 100 random passages' sentence vectors at 100k passages
+        # took 5-6 ms (p95 18) that way, 0.9 ms mapped. Writes still go through the WAL.
+        conn.execute("PRAGMA mmap_size=2147418112")
         conn.executescript(_SCHEMA)
         conn.isolation_level = "DEFERRED"  # `with conn:` now wraps a real transaction
         return conn
