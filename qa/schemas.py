@@ -246,6 +246,11 @@ class Stats(BaseModel):
     updated_at: str = Field(description="When it was last written.")
     load_seconds: float = Field(description="How long loading model and index took at start-up.")
     version: str
+    sentence_vectors: bool = Field(
+        False,
+        description="The index holds sentence vectors (QA_SENTENCE_VECTORS): ranking uses each passage's best "
+        "sentence and highlights are not encoded at question time.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -21,6 +21,7 @@ def test_health_ready_stats(client):
     stats = client.stats()
     assert isinstance(stats, Stats)
     assert stats.articles == 5 and stats.passages > 5 and stats.dim == 384
+    assert stats.sentence_vectors, "the seeds are indexed with sentence vectors by default"
     assert stats.model and stats.index_kind and stats.created_at and stats.updated_at and stats.version
 
 

@@ -30,4 +30,5 @@ def stats(service: ServiceDep) -> Stats:
         updated_at=m.updated_at,
         load_seconds=round(service.load_seconds, 3),
         version=__version__,
+        sentence_vectors=service.store.has_sentence_vectors(),
     )
