@@ -43,13 +43,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     store = open_index(settings, encoder, force_rebuild=args.rebuild, progress=True)
     try:
         if args.paths:
-            indexer = Indexer(
-                store,
-                encoder,
-                chunking=settings.chunking,
-                batch_size=settings.batch_size,
-                sentence_vectors=settings.sentence_vectors,
-            )
+            indexer = Indexer.from_settings(store, encoder, settings)
             known = store.fingerprints()
             # Unchanged articles keep their vectors, so re-running after an interruption resumes where it stopped.
             changed = (a for a in read_articles(args.paths) if known.get(a.id) != a.fingerprint)

@@ -67,6 +67,17 @@ class Indexer:
         # retriever ranks by the best sentence as well and highlights without encoding at question time.
         self.sentence_vectors = sentence_vectors
 
+    @classmethod
+    def from_settings(cls, store: Store, encoder: Encoder, settings: Settings) -> Indexer:
+        """The indexer the service runs: chunking, batch size and sentence vectors as configured."""
+        return cls(
+            store,
+            encoder,
+            chunking=settings.chunking,
+            batch_size=settings.batch_size,
+            sentence_vectors=settings.sentence_vectors,
+        )
+
     def chunk(self, article: Article) -> list[Passage]:
         return chunk_article(article, **self.chunking)
 
@@ -190,13 +201,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     shutil.rmtree(building, ignore_errors=True)
     store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking, settings=settings)
     try:
-        indexer = Indexer(
-            store,
-            encoder,
-            chunking=settings.chunking,
-            batch_size=settings.batch_size,
-            sentence_vectors=settings.sentence_vectors,
-        )
+        indexer = Indexer.from_settings(store, encoder, settings)
         if previous is not None:
             for origin, ids in previous.ids_by_origin().items():
                 articles = (a for i in ids if (a := previous.article(i)) is not None)
@@ -256,13 +261,7 @@ def sync_seeds(settings: Settings, store: Store, encoder: Encoder, *, progress: 
     fingerprint = corpus_fingerprint(seeds)
     if store.manifest().seeds_fingerprint == fingerprint:
         return None
-    indexer = Indexer(
-        store,
-        encoder,
-        chunking=settings.chunking,
-        batch_size=settings.batch_size,
-        sentence_vectors=settings.sentence_vectors,
-    )
+    indexer = Indexer.from_settings(store, encoder, settings)
     report = indexer.sync(seeds, origin=SEED, progress=progress)
     store.set_meta(seeds_fingerprint=fingerprint)
     log.info(

@@ -37,13 +37,7 @@ class Service:
         started = time.perf_counter()
         encoder = encoder or load_encoder(settings)
         store = open_index(settings, encoder, force_rebuild=force_rebuild, progress=progress)
-        indexer = Indexer(
-            store,
-            encoder,
-            chunking=settings.chunking,
-            batch_size=settings.batch_size,
-            sentence_vectors=settings.sentence_vectors,
-        )
+        indexer = Indexer.from_settings(store, encoder, settings)
         seconds = time.perf_counter() - started
         manifest = store.manifest()
         log.info(
