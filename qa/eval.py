@@ -158,19 +158,22 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = True,
 ) -> EvalReport:
-    """Recall@k and MRR@10 by context (one hit per context), answer hits at 1 and 5, highlight hits at 1."""
+    """Recall@k and MRR@10 by context (one hit per context), answer hits at 1 and 5, and two highlight measures:
+    `highlight_hit@1`, the top hit's highlight contains an answer string; `highlight_hit@answer5`, of the top 5
+    hits whose passage contains an answer string, the share whose highlight contains it too."""
     depth = max([*ks, 10])
     recall = dict.fromkeys(ks, 0)
     answer_hit = dict.fromkeys((1, 5), 0)
     reciprocal = 0.0
     highlight_hits = 0
+    answer_passages = answer_highlights = 0
     bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
         texts = [strip_accents(q.question) if accent_free else q.question for q in batch]
         results = retriever.search_many(texts, depth, one_per_article=True, with_highlights=False)
-        # Only the top hit's highlight is measured: highlight just that one (as the API would highlight a page).
-        tops = retriever.add_highlights(texts, [r.hits[:1] for r in results])
+        # Highlights are measured on the top 5 hits: highlight just those (as the API highlights a page).
+        tops = retriever.add_highlights(texts, [r.hits[:5] for r in results])
         for question, result, top in zip(batch, results, tops, strict=True):
             rank = _rank_of(result.hits, question.context_id)
             for k in recall:
@@ -178,7 +181,11 @@ def evaluate(
             reciprocal += 1.0 / rank if rank is not None and rank <= 10 else 0.0
             for k in answer_hit:
                 answer_hit[k] += any(_contains_answer(h.passage.text, question.answers) for h in result.hits[:k])
-            highlight_hits += _highlight_hit(top, question.answers)
+            highlight_hits += _highlight_hit(top[:1], question.answers)
+            for hit in top:
+                if _contains_answer(hit.passage.text, question.answers):
+                    answer_passages += 1
+                    answer_highlights += _highlight_hit([hit], question.answers)
         bar.update(len(batch))
     bar.close()
     n = max(len(questions), 1)
@@ -189,7 +196,10 @@ def evaluate(
         answer_hit={k: v / n for k, v in answer_hit.items()},
         mode=retriever.mode,
         strip_accents=accent_free,
-        extra={"highlight_hit@1": round(highlight_hits / n, 4)},
+        extra={
+            "highlight_hit@1": round(highlight_hits / n, 4),
+            "highlight_hit@answer5": round(answer_highlights / max(answer_passages, 1), 4),
+        },
     )
 
 
@@ -205,4 +215,5 @@ def format_report(report: EvalReport) -> str:
     return (
         f"{report.questions} questions, mode {report.mode}{accents}\n"
         f"{recall}  MRR@10 {report.mrr_at_10:.3f}\n{hits}  highlight@1 {report.extra['highlight_hit@1']:.3f}"
+        f"  highlight@answer5 {report.extra['highlight_hit@answer5']:.3f}"
     )

@@ -174,8 +174,9 @@ class Retriever:
         self.candidates = candidates
         self.mode = mode
         self.fusion = fusion or Fusion()
-        # How many hits at the top of each page get their sentences scored by the model as well (the rest:
-        # lexical overlap): encoding sentences costs ~25 ms each on 2 busy cores (benchmarks/quality.md).
+        # Hits with stored sentence vectors are all scored by the model; of those without (an index built
+        # without them), how many at the top of each page get their sentences encoded at question time (the
+        # rest: lexical overlap): encoding costs ~25 ms a sentence on 2 busy cores (benchmarks/quality.md).
         self.model_highlights = model_highlights
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_encoder: Encoder | None = None
@@ -232,15 +233,22 @@ class Retriever:
         return self._highlighted(cleaned, vectors, [list(page) for page in pages])
 
     def _highlighted(self, questions: list[str], vectors: np.ndarray | None, pages: list[list[Hit]]) -> list[list[Hit]]:
-        """Hits with their answer spans. The sentences the model scores (those of the top `model_highlights` hits
-        of each page) come from the index when it holds sentence vectors; the rest are encoded in one batch."""
+        """Hits with their answer spans. The model scores the sentences of every hit whose sentence vectors the
+        index holds; of the others, only the top `model_highlights` of each page, encoded in one batch for the
+        whole request (the rest: lexical overlap alone)."""
         wanted = [
             vectors is not None and dense_signal(question) != "lexical" for question in questions
         ]  # unaccented Vietnamese: lexical overlap only, no encoding
-        scored = [h for want, page in zip(wanted, pages, strict=True) if want for h in page[: self.model_highlights]]
+        scored = [h for want, page in zip(wanted, pages, strict=True) if want for h in page]
         stored = self.store.sentence_vectors(passage_ids=[h.passage.id for h in scored]) if scored else {}
         # A passage replaced since it was found may have other sentences: then its stored vectors do not fit.
-        stale = [h for h in scored if not _fits(stored.get(h.passage.id), h.passage)]
+        stale = [
+            h
+            for want, page in zip(wanted, pages, strict=True)
+            if want
+            for h in page[: self.model_highlights]
+            if not _fits(stored.get(h.passage.id), h.passage)
+        ]
         texts = [t for h in stale for t in sentence_inputs(h.article.title, h.passage)]
         encoded = self._sentence_vectors(texts) if texts else None
         out, row = [], 0
@@ -248,15 +256,15 @@ class Retriever:
             highlighted = []
             for rank, h in enumerate(page):
                 cosines = None
-                if wanted[i] and rank < self.model_highlights and vectors is not None:
-                    n = len(h.passage.sentences)
+                if wanted[i] and vectors is not None:
                     sentence_vectors = stored.get(h.passage.id)
                     if not _fits(sentence_vectors, h.passage):
-                        if encoded is None:  # only a passage without sentences can get here
-                            sentence_vectors = np.zeros((0, len(vectors[i])), dtype=np.float32)
-                        else:
+                        sentence_vectors = None
+                        if rank < self.model_highlights and encoded is not None:
+                            n = len(h.passage.sentences)
                             sentence_vectors, row = encoded[row : row + n], row + n
-                    cosines = (sentence_vectors @ vectors[i]).tolist()
+                    if sentence_vectors is not None:
+                        cosines = (sentence_vectors @ vectors[i]).tolist()
                 spans = highlight(question, h.passage, sentence_cosines=cosines)
                 highlighted.append(Hit(h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
             out.append(highlighted)

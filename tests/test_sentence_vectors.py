@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qa.highlight import highlight
 from qa.indexing import Indexer, sentence_inputs
 from qa.retriever import Fusion, Retriever, fuse
 from qa.store import Store
@@ -125,15 +126,32 @@ def test_without_stored_vectors_highlights_encode_the_sentences(store):
     assert encoder.passage_texts == sentence_inputs(hits[0].article.title, hits[0].passage)
 
 
-def test_stored_and_encoded_sentence_vectors_highlight_alike(tmp_path):
+def test_stored_and_encoded_sentence_vectors_highlight_the_top_hit_alike(tmp_path):
     question = "Quận Đống Đa đạt bao nhiêu phần trăm dự toán?"
     results = []
     for enabled in (True, False):
         store = Store.create(tmp_path / str(enabled), model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
         hits = retriever_over(store, HashingEncoder(), sentence_vectors=enabled).search(question, top_k=3).hits
-        results.append([(h.passage.id, h.highlights) for h in hits])
+        results.append((hits[0].passage.id, hits[0].highlights))
         store.close()
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_model_scores_every_hit_with_stored_vectors_and_only_the_top_one_otherwise(store, monkeypatch, enabled):
+    import qa.retriever
+
+    seen: list[bool] = []
+
+    def recording(question, passage, *, sentence_cosines=None, **kw):
+        seen.append(sentence_cosines is not None)
+        return highlight(question, passage, sentence_cosines=sentence_cosines, **kw)
+
+    retriever = retriever_over(store, HashingEncoder(), sentence_vectors=enabled)
+    monkeypatch.setattr(qa.retriever, "highlight", recording)
+    hits = retriever.search("Đảng bộ quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=4).hits
+    assert len(hits) == len(seen) == 4
+    assert seen == ([True] * 4 if enabled else [True, False, False, False])
 
 
 def test_the_best_sentence_breaks_a_tie_between_passages():
