@@ -1,4 +1,5 @@
-"""Session fixtures shared by the test suite: the real default model, materialised once into the repo."""
+"""Fixtures shared by the test suite: the real default model, materialised once into the repo, and a small store
+over the hashing test encoder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,18 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store for `tests.fakes.HashingEncoder()` vectors, chunked with `SMALL_CHUNKING`."""
+    from qa.store import Store
+    from tests.fakes import SMALL_CHUNKING, HashingEncoder
+
+    encoder = HashingEncoder()
+    s = Store.create(tmp_path / "idx", model=encoder.name, dim=encoder.dim, chunking=SMALL_CHUNKING)
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

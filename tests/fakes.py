@@ -9,6 +9,9 @@ import numpy as np
 
 from qa.text import tokenize
 
+# Small passages, so a few sentences make several: what the `store` fixture (conftest.py) is created with.
+SMALL_CHUNKING = {"target_words": 20, "max_words": 30, "min_words": 5, "overlap_sentences": 1}
+
 
 class HashingEncoder:
     """Bag of hashed tokens, L2-normalised: texts sharing words get similar vectors."""

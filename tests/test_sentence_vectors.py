@@ -30,13 +30,6 @@ def sentence_item(article):
     return (article, passages, vectors), [ENC.encode_passages(sentence_inputs(article.title, p)) for p in passages]
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
-    yield s
-    s.close()
-
-
 def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
     (a, sa), (b, sb) = sentence_item(make_article("a", BODY_A)), sentence_item(make_article("b", BODY_B))
     store.upsert([a, b], origin="seed", sentence_vectors=[sa, sb])

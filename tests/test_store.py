@@ -10,10 +10,10 @@ import pytest
 from qa.chunking import chunk_text
 from qa.corpus import Article
 from qa.store import DB_FILE, FAISS_FILE, MANIFEST_FILE, Store, StoreError
-from tests.fakes import HashingEncoder
+from tests.fakes import SMALL_CHUNKING, HashingEncoder
 
 ENC = HashingEncoder()
-CHUNKING = {"target_words": 20, "max_words": 30, "min_words": 5, "overlap_sentences": 1}
+CHUNKING = SMALL_CHUNKING
 
 
 def make_article(article_id: str, body: str, **kw) -> Article:
@@ -36,13 +36,6 @@ def item(article: Article):
 
 BODY_A = "Quận Đống Đa thu ngân sách 11.085,046 tỷ đồng. Đạt 100,52% dự toán giao. " * 3
 BODY_B = "Đảng bộ quận Nam Từ Liêm có 10.254 đảng viên. Quận có 38 tổ chức cơ sở Đảng. " * 3
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
-    yield s
-    s.close()
 
 
 def test_round_trip_survives_reopen(store, tmp_path):
