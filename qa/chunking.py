@@ -9,11 +9,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from qa.corpus import Article
+from qa.domain import Article, Passage, Span
 
-__all__ = ["ABBREVIATIONS", "Passage", "chunk_article", "chunk_text", "split_sentences"]
+__all__ = ["ABBREVIATIONS", "chunk_article", "chunk_text", "split_sentences"]
 
-Span = tuple[int, int]
 
 # Words that end in "." without ending a sentence ("TP. Hà Nội", "ThS. Nguyễn", "tr. 15").
 # Case-sensitive: "TP." is an abbreviation; a single capital ("H. Hạnh") is handled as an initial.
@@ -114,17 +113,6 @@ def split_sentences(text: str) -> list[Span]:
             if words:
                 spans.append((words[0].start(), words[-1].end()))
     return spans
-
-
-@dataclass(frozen=True, slots=True)
-class Passage:
-    id: str  # f"{article_id}:{ordinal}": stable while the article body is unchanged
-    article_id: str
-    ordinal: int  # 0-based
-    text: str  # == article.body[start:end]
-    start: int
-    end: int
-    sentences: tuple[Span, ...]  # sentence spans relative to `text`
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from qa.domain import Article
 from qa.text import canonical_tones, normalize
 
 __all__ = [
-    "Article",
     "ArticleError",
     "article_from_record",
     "parse_article",
@@ -33,18 +33,6 @@ VIETNAM_TZ = timezone(timedelta(hours=7))
 
 class ArticleError(ValueError):
     """Bad article input; the message says which article/field and what to fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class Article:
-    id: str
-    title: str
-    body: str  # normalised text, paragraphs separated by "\n\n"
-    published_at: datetime | None  # naive Vietnam local time, minute precision
-    source: str | None
-    author: str | None
-    url: str | None = None
-    fingerprint: str = ""  # sha256 hex of the raw input; changes when the seed changes
 
 
 # --- dates ------------------------------------------------------------------------------------------

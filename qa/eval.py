@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from qa.corpus import Article
+from qa.domain import Article
 from qa.encoders import Encoder
 from qa.indexing import Indexer
 from qa.retriever import Hit, Retriever

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from qa.chunking import Passage
+from qa.domain import Passage
 from qa.text import has_tone_marks, strip_accents, tokenize, vietnamese_share
 
 # Function words carry no evidence of an answer; questions are full of them.

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from qa.chunking import Passage, chunk_article
+from qa.chunking import chunk_article
 from qa.config import Settings
-from qa.corpus import Article, read_articles
+from qa.corpus import read_articles
+from qa.domain import Article, Passage, encoder_input, sentence_inputs
 from qa.encoders import Encoder
 from qa.store import Store, StoreError
 
@@ -35,16 +36,6 @@ class IndexReport:
     removed: int
     passages: int
     seconds: float
-
-
-def passage_input(article: Article, passage: Passage) -> str:
-    """What the encoder sees for a passage: the article title gives a short passage its context."""
-    return f"{article.title}\n{passage.text}" if article.title else passage.text
-
-
-def sentence_inputs(title: str, passage: Passage) -> list[str]:
-    """What the encoder sees for each sentence of a passage ("title\nsentence"), in sentence order."""
-    return [f"{title}\n{passage.text[a:b]}" if title else passage.text[a:b] for a, b in passage.sentences]
 
 
 class Indexer:
@@ -108,7 +99,7 @@ class Indexer:
     def _commit(self, pending: Sequence[tuple[Article, list[Passage]]], origin: str, bar: tqdm) -> dict[str, int]:
         if not pending:
             return {}
-        texts = [passage_input(a, p) for a, passages in pending for p in passages]
+        texts = [encoder_input(a.title, p.text) for a, passages in pending for p in passages]
         n_passages = len(texts)
         if self.sentence_vectors:
             texts += [s for a, passages in pending for p in passages for s in sentence_inputs(a.title, p)]
@@ -285,7 +276,6 @@ __all__ = [
     "StoreError",
     "corpus_fingerprint",
     "open_index",
-    "passage_input",
     "rebuild",
     "sync_seeds",
 ]

@@ -24,11 +24,9 @@ from typing import Literal
 
 import numpy as np
 
-from qa.chunking import Passage
-from qa.corpus import Article
+from qa.domain import Article, Passage, sentence_inputs
 from qa.encoders import Encoder
 from qa.highlight import dense_signal, highlight
-from qa.indexing import sentence_inputs
 from qa.lexical import LexicalMatches
 from qa.store import Store, StoredPassage
 from qa.text import has_tone_marks, normalize, vietnamese_share

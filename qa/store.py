@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from qa.chunking import Passage
 from qa.config import Settings
-from qa.corpus import Article
+from qa.domain import Article, Passage, encoder_input
 from qa.lexical import LexicalIndex, LexicalMatches
 from qa.vectors import VectorIndex, VectorIndexError, atomic_write, load_vector_index, make_vector_index
 from qa.vectors.faiss import INDEX_FILE, choose_kind
@@ -160,11 +159,6 @@ def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
         end=row["end"],
         sentences=tuple((int(a), int(b)) for a, b in json.loads(row["sentences"])),
     )
-
-
-def lexical_text(title: str, text: str) -> str:
-    """What the lexical index sees for a passage: like the encoder, the article title gives it context."""
-    return f"{title}\n{text}" if title else text
 
 
 class Store:
@@ -319,7 +313,7 @@ class Store:
         rows = self._conn.execute(
             "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
         ).fetchall()
-        self.lexical.add((r[0], lexical_text(r[1], r[2])) for r in rows)
+        self.lexical.add((r[0], encoder_input(r[1], r[2])) for r in rows)
         log.info("lexical index: %d passages in %.2f s", len(rows), time.perf_counter() - started)
         if len(rows) >= LEXICAL_SNAPSHOT_MIN:
             self._save_lexical()
@@ -440,7 +434,7 @@ class Store:
                 for n, (article, passages, vectors) in enumerate(items):
                     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
                     first = len(new_keys)
-                    new_texts.extend(lexical_text(article.title, p.text) for p in passages)
+                    new_texts.extend(encoder_input(article.title, p.text) for p in passages)
                     for passage, vector in zip(passages, vectors, strict=True):
                         cur = self._conn.execute(
                             "INSERT INTO passages(id, article_id, ordinal, start, end, text, sentences, vector)"

@@ -9,7 +9,7 @@ import random
 import sys
 from pathlib import Path
 
-from qa.corpus import Article
+from qa.domain import Article
 from qa.indexing import Indexer
 from qa.store import Store
 from tests.fakes import HashingEncoder

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.chunking import Passage, chunk_article, chunk_text, split_sentences
-from qa.corpus import Article, read_articles
+from qa.chunking import chunk_article, chunk_text, split_sentences
+from qa.corpus import read_articles
+from qa.domain import Article, Passage
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 

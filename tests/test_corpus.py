@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.corpus import Article, ArticleError, article_from_record, parse_article, read_articles
+from qa.corpus import ArticleError, article_from_record, parse_article, read_articles
+from qa.domain import Article
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 

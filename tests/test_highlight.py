@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qa.chunking import Passage
+from qa.domain import Passage
 from qa.highlight import dense_signal, highlight
 
 TEXT = (

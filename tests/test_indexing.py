@@ -65,7 +65,7 @@ def test_changed_seed_is_reindexed_alone(settings):
 
 
 def test_other_model_triggers_rebuild_keeping_api_articles(settings):
-    from qa.corpus import Article
+    from qa.domain import Article
     from qa.indexing import API, Indexer
 
     store = open_index(settings, HashingEncoder(dim=64))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qa.chunking import chunk_text
-from qa.corpus import Article
+from qa.domain import Article
 from qa.indexing import Indexer
 from qa.lexical import K1, B, LexicalIndex, analyze
 from qa.store import Store

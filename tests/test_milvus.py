@@ -11,8 +11,8 @@ import pytest
 
 from qa.chunking import chunk_article
 from qa.config import Settings
-from qa.corpus import Article, read_articles
-from qa.indexing import passage_input
+from qa.corpus import read_articles
+from qa.domain import Article, encoder_input
 from qa.vectors import load_vector_index
 from qa.vectors.faiss import FaissIndex
 
@@ -36,7 +36,7 @@ def _corpus() -> tuple[list[str], list[str]]:
             articles.append(Article(row["context_id"], row["title"], row["text"], datetime(2024, 1, 1), None, None))
         with (XQUAD / "retrieval.jsonl").open(encoding="utf-8") as fh:
             questions += [json.loads(line)["question"] for _, line in zip(range(60), fh, strict=False)]
-    passages = [passage_input(a, p) for a in articles for p in chunk_article(a, **settings.chunking)]
+    passages = [encoder_input(a.title, p.text) for a in articles for p in chunk_article(a, **settings.chunking)]
     return passages, questions
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qa.domain import sentence_inputs
 from qa.highlight import highlight
-from qa.indexing import Indexer, sentence_inputs
+from qa.indexing import Indexer
 from qa.retriever import Fusion, Retriever, fuse
 from qa.store import Store
 from tests.fakes import HashingEncoder

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.chunking import chunk_text
-from qa.corpus import Article
+from qa.domain import Article
 from qa.store import DB_FILE, FAISS_FILE, MANIFEST_FILE, Store, StoreError
 from tests.fakes import SMALL_CHUNKING, HashingEncoder
 

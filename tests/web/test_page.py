@@ -280,7 +280,7 @@ def test_a_question_with_markup_shows_literally_and_runs_nothing(page):
 
 
 def test_an_article_with_markup_shows_literally_and_runs_nothing(page, service):
-    from qa.corpus import Article
+    from qa.domain import Article
 
     article = Article(
         id="web_xss_test",

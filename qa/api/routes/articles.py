@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from qa.api.deps import ServiceDep, WriteAccess
 from qa.api.errors import ERROR_RESPONSES, InvalidRequest, NotFound
-from qa.corpus import Article, ArticleError, article_from_record
+from qa.corpus import ArticleError, article_from_record
+from qa.domain import Article
 from qa.indexing import API
 from qa.schemas import (
     ArticleDetail,
