@@ -23,7 +23,8 @@ import numpy as np
 from qa.config import Settings
 from qa.encoders import load_encoder
 from qa.eval import build_index, read_questions
-from qa.retriever import Retriever, _is_foreign
+from qa.query import Query
+from qa.retriever import Retriever
 from qa.text import strip_accents, tokenize
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
@@ -63,7 +64,9 @@ def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
         retriever = Retriever(store, encoder)
         questions = read_questions(EVAL / questions_file)
         texts = [strip_accents(q.question) if stripped else q.question for q in questions]
-        ranked, vectors = retriever._candidates(texts, retriever.candidates, None)
+        queries = [Query.parse(t) for t in texts]
+        rankings, vectors = retriever._candidates(queries, retriever.candidates, None)
+        ranked = [r.candidates for r in rankings]
         assert vectors is not None
         keys = sorted({c.key for row in ranked for c in row})
         records = store.passages_by_key(keys)
@@ -74,9 +77,9 @@ def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
         n_docs = len(store.lexical)
         terms = {k: [set(tokenize(r.passage.text[a:b])) for a, b in r.passage.sentences] for k, r in records.items()}
         pools = []
-        for question, text, vector, row in zip(questions, texts, vectors, ranked, strict=True):
+        for question, query, vector, row in zip(questions, queries, vectors, ranked, strict=True):
             idf = {}
-            for term in dict.fromkeys(tokenize(text)):
+            for term in dict.fromkeys(tokenize(query.text)):
                 term_id = field.vocabulary.get(term)
                 df = field.df[term_id] if term_id is not None else 0
                 idf[term] = math.log(1 + (n_docs - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
@@ -84,7 +87,7 @@ def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
                 Pool(
                     gold=question.context_id,
                     contexts=[records[c.key].article.id for c in row],
-                    weight=1.0 if _is_foreign(text) else retriever.fusion.weight_for(text),
+                    weight=retriever.fusion.weight_for(query),
                     cos=np.array([c.dense_score for c in row]),
                     bm25=np.array([c.lexical_score or 0.0 for c in row]),
                     sentences=[stored[c.key] @ vector for c in row],

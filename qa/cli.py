@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported in main: the base install (the client) lacks pydantic-settings
     from qa.config import Settings
+    from qa.schemas import AskHit
 
 log = logging.getLogger("qa")
 
@@ -90,18 +91,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _render_hit(rank: int, hit, color: bool) -> str:  # type: ignore[no-untyped-def]
+def _render_hit(rank: int, hit: AskHit, color: bool) -> str:
     a = hit.article
     meta = " · ".join(
         x for x in (a.published_at.strftime("%d/%m/%Y %H:%M") if a.published_at else None, a.source, a.author) if x
     )
-    text = hit.passage.text
+    text = hit.text
     if hit.highlights:
         pieces, last = [], 0
-        for start, end in hit.highlights:
-            mark = f"{_BOLD}{text[start:end]}{_RESET}" if color else f"«{text[start:end]}»"
-            pieces += [text[last:start], mark]
-            last = end
+        for span in hit.highlights:
+            marked = text[span.start : span.end]
+            pieces += [text[last : span.start], f"{_BOLD}{marked}{_RESET}" if color else f"«{marked}»"]
+            last = span.end
         text = "".join(pieces) + text[last:]
     text = text.replace("\n\n", "\n").replace("\n", "\n   ")
     head = f"{rank}. [{hit.score:.3f}] {a.title}"
@@ -110,26 +111,22 @@ def _render_hit(rank: int, hit, color: bool) -> str:  # type: ignore[no-untyped-
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.schemas import SearchOptions
     from qa.service import Service
 
+    options = SearchOptions(top_k=args.top_k) if args.top_k else SearchOptions()
     service = Service.load(settings)
     try:
-        started = time.perf_counter()
-        hits = service.retriever.search(args.question, args.top_k or settings.top_k).hits
-        took = (time.perf_counter() - started) * 1000
+        [answer] = service.ask([args.question], options)
         if args.json:
-            from qa.api.routes.ask import to_schema
-
-            out = {"question": args.question, "hits": [to_schema(h).model_dump(mode="json") for h in hits]}
-            out["took_ms"] = round(took, 2)
-            print(json.dumps(out, ensure_ascii=False, indent=2))
+            print(answer.model_dump_json(indent=2))
         else:
             color = sys.stdout.isatty()
-            if not hits:
+            if not answer.hits:
                 print("no passages found (is the index empty?)")
-            for rank, hit in enumerate(hits, 1):
+            for rank, hit in enumerate(answer.hits, 1):
                 print(_render_hit(rank, hit, color) + "\n")
-            print(f"({len(hits)} hits in {took:.0f} ms)")
+            print(f"({len(answer.hits)} hits in {answer.took_ms:.0f} ms)")
     finally:
         service.close()
     return 0

@@ -17,7 +17,9 @@ from functools import lru_cache
 import numpy as np
 
 from qa.domain import Passage
-from qa.text import has_tone_marks, strip_accents, tokenize, vietnamese_share
+from qa.query import Query
+from qa.scoring import zscores
+from qa.text import strip_accents, tokenize
 
 # Function words carry no evidence of an answer; questions are full of them.
 _STOPWORDS = frozenset(
@@ -43,20 +45,13 @@ def _terms(text: str, folded: bool) -> list[str]:
 LEXICAL_WEIGHT = 0.5
 
 
-def dense_signal(question: str) -> str:
-    """Which signals highlight `question`: "both" (tone marks), "dense" (another language) or "lexical"."""
-    if has_tone_marks(question):
-        return "both"
-    return "dense" if vietnamese_share(question) < 0.5 else "lexical"
-
-
-def overlap_scores(question: str, passage: Passage) -> list[float]:
+def overlap_scores(query: Query, passage: Passage) -> list[float]:
     """Per sentence: question terms and term pairs found in it, over log length (0.0 = nothing shared).
 
     A question typed without tone marks is matched against the accent-free sentence.
     """
-    folded = strip_accents(question) == question
-    q_terms = _terms(question, folded)
+    folded = query.folded
+    q_terms = _terms(query.text, folded)
     q_set = set(q_terms)
     q_pairs = set(zip(q_terms, q_terms[1:], strict=False))
     out = []
@@ -72,28 +67,22 @@ def overlap_scores(question: str, passage: Passage) -> list[float]:
     return out
 
 
-def _standardised(values: np.ndarray) -> np.ndarray:
-    std = float(values.std())
-    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
-
-
 def highlight(
-    question: str,
+    query: Query,
     passage: Passage,
     *,
     sentence_cosines: Sequence[float] | None = None,
     max_sentences: int = 1,
 ) -> tuple[tuple[int, int], ...]:
-    """Spans of the sentences that best answer `question`, in passage order.
+    """Spans of the sentences that best answer `query`, in passage order.
 
     `sentence_cosines` (one per `passage.sentences`) adds the model's signal; without it, or for an unaccented
     Vietnamese question, only sentences sharing a term with the question can be highlighted.
     """
     if not passage.sentences:
         return ()
-    lexical = np.asarray(overlap_scores(question, passage), dtype=np.float64)
-    signal = dense_signal(question) if sentence_cosines is not None else "lexical"
-    if signal == "lexical":
+    lexical = np.asarray(overlap_scores(query, passage), dtype=np.float64)
+    if sentence_cosines is None or not query.reads_model:
         eligible = lexical > 0
         scores = lexical
     else:
@@ -101,8 +90,8 @@ def highlight(
         if cosines.shape != lexical.shape:
             raise ValueError("one cosine per sentence expected")
         eligible = np.ones_like(lexical, dtype=bool)
-        scores = _standardised(cosines)
-        if signal == "both":
-            scores = scores + LEXICAL_WEIGHT * _standardised(lexical)
+        scores = zscores(cosines)
+        if not query.foreign:
+            scores = scores + LEXICAL_WEIGHT * zscores(lexical)
     ranked = sorted((i for i in range(len(scores)) if eligible[i]), key=lambda i: (-scores[i], i))
     return tuple(sorted(passage.sentences[i] for i in ranked[:max_sentences]))

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from qa.text import has_tone_marks, strip_accents, tokenize
+from qa.text import strip_accents, tokenize
 
 __all__ = ["LexicalIndex", "LexicalMatches", "analyze"]
 
@@ -329,13 +329,11 @@ class LexicalIndex:
             self.__dict__.update(state)
         return True
 
-    def search(self, question: str, *, allowed: np.ndarray | None = None, folded: bool | None = None) -> LexicalMatches:
+    def search(self, question: str, *, folded: bool, allowed: np.ndarray | None = None) -> LexicalMatches:
         """Every passage sharing a term with `question`, best first, optionally only among `allowed` keys.
 
-        `folded` picks the field; by default the accent-free one when the question carries no tone marks.
+        `folded` picks the field: the accent-free one for a question typed without tone marks (`Query.folded`).
         """
-        if folded is None:
-            folded = not has_tone_marks(question)
         terms = analyze(question, folded=folded, bigrams=self.folded_bigrams if folded else self.bigrams)
         with self._lock:
             size, n_docs = len(self._key_of), len(self._slot_of)

@@ -8,7 +8,8 @@ stores (`QA_SENTENCE_VECTORS`); it is left out when a candidate has none (an ind
 `Hit.score` is that fused value min-max scaled over the pool and clipped to [0, 1]: 1.0 is the question's best
 candidate, and `min_score` is relative to the question's candidates (0.5 keeps passages at least halfway between
 the weakest and the strongest). The raw cosine and BM25 stay on the hit (`dense_score`, `lexical_score`). Chosen over
-min-max fusion, absolute normalisations and RRF on both dev sets (benchmarks/quality.md). In the
+min-max fusion, absolute normalisations and RRF on both dev sets (benchmarks/quality.md). Another language
+(`Query.foreign`) is ranked by the dense signals alone: BM25 over Vietnamese text only adds noise to it. In the
 single-signal modes the score is that signal (cosine; BM25 / the question's bound, see `qa.lexical`).
 """
 
@@ -18,18 +19,19 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from qa.domain import Article, Passage, sentence_inputs
 from qa.encoders import Encoder
-from qa.highlight import dense_signal, highlight
+from qa.highlight import highlight
 from qa.lexical import LexicalMatches
+from qa.query import Query
+from qa.schemas import Filters
+from qa.scoring import scaled, zscores
 from qa.store import Store, StoredPassage
-from qa.text import has_tone_marks, normalize, vietnamese_share
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,8 @@ SENTENCE_CACHE_SIZE = 2048  # highlight sentence vectors kept (~3 MB at 384 dime
 
 
 @dataclass(frozen=True, slots=True)
-class Filters:
-    """Restrictions on which articles may answer; every given field must hold."""
-
-    published_from: datetime | None = None
-    published_to: datetime | None = None
-    sources: tuple[str, ...] | None = None
-    article_ids: tuple[str, ...] | None = None
-
-    def is_empty(self) -> bool:
-        return all(v is None for v in (self.published_from, self.published_to, self.sources, self.article_ids))
-
-
-@dataclass(frozen=True, slots=True)
 class Hit:
+    key: int  # the store's passage key
     passage: Passage
     article: Article
     score: float
@@ -75,27 +65,36 @@ class Candidate:
     lexical_score: float | None = None
 
 
+@dataclass(slots=True)
+class _Ranking:
+    """One question's candidates, best first, with the sentence vectors read to rank them (by passage key), so
+    highlighting reads only those of the hits it lacks."""
+
+    candidates: list[Candidate]
+    sentences: dict[int, np.ndarray] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Fusion:
-    """How dense and lexical scores combine; weights and normalisation were chosen on both dev sets
-    (benchmarks/quality.md). `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks;
-    `sentence_weight` weighs the best sentence's cosine, added when every candidate has sentence vectors."""
+    """How dense and lexical scores combine; weights chosen on both dev sets (benchmarks/quality.md).
+    `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks; `sentence_weight` weighs
+    the best sentence's cosine, added when every candidate has sentence vectors."""
 
     dense_weight: float = 0.5
     unaccented_dense_weight: float = 0.3
     sentence_weight: float = 0.2
-    normalization: Literal["zscore", "minmax"] = "zscore"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.dense_weight <= 1.0 and 0.0 <= self.unaccented_dense_weight <= 1.0):
             raise ValueError("dense weights must be within [0, 1]")
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ValueError("sentence_weight must be within [0, 1]")
-        if self.normalization not in ("zscore", "minmax"):
-            raise ValueError("normalization must be zscore or minmax")
 
-    def weight_for(self, question: str) -> float:
-        return self.dense_weight if has_tone_marks(question) else self.unaccented_dense_weight
+    def weight_for(self, query: Query) -> float:
+        """The dense weight of `query`: all of it for another language, less without tone marks."""
+        if query.foreign:
+            return 1.0
+        return self.dense_weight if query.accented else self.unaccented_dense_weight
 
     def combine(
         self,
@@ -106,25 +105,10 @@ class Fusion:
         sentence: np.ndarray | None = None,
     ) -> np.ndarray:
         """Fused scores in [0, 1]; `pool` (a boolean mask, not empty) marks the candidates that set the scales."""
-        norm = _standardised if self.normalization == "zscore" else _scaled
-        fused = dense_weight * norm(dense, pool) + (1.0 - dense_weight) * norm(lexical, pool)
+        fused = dense_weight * zscores(dense, pool) + (1.0 - dense_weight) * zscores(lexical, pool)
         if sentence is not None and self.sentence_weight:
-            fused = fused + self.sentence_weight * norm(sentence, pool)
-            return _scaled(fused, pool)
-        return fused if self.normalization == "minmax" else _scaled(fused, pool)
-
-
-def _scaled(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    low, high = float(values[pool].min()), float(values[pool].max())
-    if high <= low:
-        return np.ones_like(values) if high > 0 else np.zeros_like(values)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
-
-
-def _standardised(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """(values - mean) / std over the pool: unlike min-max, one outlier does not squash everyone else."""
-    mean, std = float(values[pool].mean()), float(values[pool].std())
-    return (values - mean) / std if std > 0 else np.zeros_like(values)
+            fused = fused + self.sentence_weight * zscores(sentence, pool)
+        return scaled(fused, pool)
 
 
 def fuse(
@@ -152,6 +136,12 @@ def fuse(
     return [Candidate(keys[i], float(fused[i]), float(cos[i]), float(bm25[i])) for i in order]
 
 
+def is_empty(filters: Filters | None) -> bool:
+    return filters is None or all(
+        v is None for v in (filters.published_from, filters.published_to, filters.sources, filters.article_ids)
+    )
+
+
 class Retriever:
     """Dense (FAISS) and lexical (BM25) candidates fused into one ranking; see the module doc for `score`."""
 
@@ -174,7 +164,7 @@ class Retriever:
         self.fusion = fusion or Fusion()
         # Hits with stored sentence vectors are all scored by the model; of those without (an index built
         # without them), how many at the top of each page get their sentences encoded at question time (the
-        # rest: lexical overlap): encoding costs ~25 ms a sentence on 2 busy cores (benchmarks/quality.md).
+        # rest: lexical overlap), since encoding at question time is slow (benchmarks/quality.md).
         self.model_highlights = model_highlights
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_encoder: Encoder | None = None
@@ -196,20 +186,14 @@ class Retriever:
     ) -> list[SearchResult]:
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
-        cleaned = [normalize(q).strip() for q in questions]
-        if not cleaned:
-            return []
-        allowed = None
-        if filters is not None and not filters.is_empty():
-            allowed = self.store.keys_matching(
-                published_from=filters.published_from,
-                published_to=filters.published_to,
-                sources=filters.sources,
-                article_ids=filters.article_ids,
-            )
+        queries = [Query.parse(q) for q in questions]
+        allowed = None if is_empty(filters) else self.store.keys_matching(filters)  # type: ignore[arg-type]
+        if not queries or (allowed is not None and not len(allowed)):
+            return [SearchResult(hits=[], total=0) for _ in queries]
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
-        ranked, vectors = self._candidates(cleaned, depth, allowed)
+        rankings, vectors = self._candidates(queries, depth, allowed)
+        ranked = [r.candidates for r in rankings]
         if one_per_article:
             # Which candidates an article already holds is only known from their records: fetch them all.
             records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
@@ -221,50 +205,54 @@ class Retriever:
         else:
             pages, totals = self._paged(ranked, offset, top_k, min_score)
         if with_highlights:
-            pages = self._highlighted(cleaned, vectors, pages)
+            pages = self._highlighted(queries, vectors, pages, [r.sentences for r in rankings])
         return [SearchResult(hits=page, total=total) for page, total in zip(pages, totals, strict=True)]
 
     def add_highlights(self, questions: Sequence[str], pages: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
         """`pages` (hits found without highlights, one list per question) with their answer spans."""
-        cleaned = [normalize(q).strip() for q in questions]
-        vectors = self.encoder.encode_queries(cleaned) if self.mode != "lexical" and cleaned else None
-        return self._highlighted(cleaned, vectors, [list(page) for page in pages])
+        queries = [Query.parse(q) for q in questions]
+        vectors = self.encoder.encode_queries([q.text for q in queries]) if self.mode != "lexical" and queries else None
+        return self._highlighted(queries, vectors, [list(page) for page in pages], [{} for _ in queries])
 
-    def _highlighted(self, questions: list[str], vectors: np.ndarray | None, pages: list[list[Hit]]) -> list[list[Hit]]:
+    def _highlighted(
+        self,
+        queries: list[Query],
+        vectors: np.ndarray | None,
+        pages: list[list[Hit]],
+        known: list[dict[int, np.ndarray]],
+    ) -> list[list[Hit]]:
         """Hits with their answer spans. The model scores the sentences of every hit whose sentence vectors the
-        index holds; of the others, only the top `model_highlights` of each page, encoded in one batch for the
-        whole request (the rest: lexical overlap alone)."""
-        wanted = [
-            vectors is not None and dense_signal(question) != "lexical" for question in questions
-        ]  # unaccented Vietnamese: lexical overlap only, no encoding
-        scored = [h for want, page in zip(wanted, pages, strict=True) if want for h in page]
-        stored = self.store.sentence_vectors(passage_ids=[h.passage.id for h in scored]) if scored else {}
-        # A passage replaced since it was found may have other sentences: then its stored vectors do not fit.
-        stale = [
+        index holds (`known`: those already read to rank, by passage key; the others are read here); of the hits
+        without, only the top `model_highlights` of each page, encoded in one batch for the whole request (the
+        rest: lexical overlap alone)."""
+        wanted = [vectors is not None and query.reads_model for query in queries]
+        stored = {key: v for have in known for key, v in have.items()}
+        missing = [h.key for want, page in zip(wanted, pages, strict=True) if want for h in page if h.key not in stored]
+        if missing:
+            stored.update(self.store.sentence_vectors(keys=missing))
+        unencoded = [
             h
             for want, page in zip(wanted, pages, strict=True)
             if want
             for h in page[: self.model_highlights]
-            if not _fits(stored.get(h.passage.id), h.passage)
+            if h.key not in stored
         ]
-        texts = [t for h in stale for t in sentence_inputs(h.article.title, h.passage)]
+        texts = [t for h in unencoded for t in sentence_inputs(h.article.title, h.passage)]
         encoded = self._sentence_vectors(texts) if texts else None
         out, row = [], 0
-        for i, (question, page) in enumerate(zip(questions, pages, strict=True)):
+        for i, (query, page) in enumerate(zip(queries, pages, strict=True)):
             highlighted = []
             for rank, h in enumerate(page):
                 cosines = None
                 if wanted[i] and vectors is not None:
-                    sentence_vectors = stored.get(h.passage.id)
-                    if not _fits(sentence_vectors, h.passage):
-                        sentence_vectors = None
-                        if rank < self.model_highlights and encoded is not None:
-                            n = len(h.passage.sentences)
-                            sentence_vectors, row = encoded[row : row + n], row + n
+                    sentence_vectors = stored.get(h.key)
+                    if sentence_vectors is None and rank < self.model_highlights and encoded is not None:
+                        n = len(h.passage.sentences)
+                        sentence_vectors, row = encoded[row : row + n], row + n
                     if sentence_vectors is not None:
                         cosines = (sentence_vectors @ vectors[i]).tolist()
-                spans = highlight(question, h.passage, sentence_cosines=cosines)
-                highlighted.append(Hit(h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
+                spans = highlight(query, h.passage, sentence_cosines=cosines)
+                highlighted.append(Hit(h.key, h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
             out.append(highlighted)
         return out
 
@@ -292,35 +280,36 @@ class Retriever:
         return np.stack([cached[t] for t in texts])
 
     def _candidates(
-        self, questions: list[str], depth: int, allowed: np.ndarray | None
-    ) -> tuple[list[list[Candidate]], np.ndarray | None]:
-        """Ranked candidates per question, best first, and the question vectors (None in lexical mode)."""
+        self, queries: list[Query], depth: int, allowed: np.ndarray | None
+    ) -> tuple[list[_Ranking], np.ndarray | None]:
+        """Each question's ranking, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
-            return [_lexical_only(self.store.search_lexical(q, allowed=allowed), depth) for q in questions], None
-        vectors = self.encoder.encode_queries(questions)
+            return [
+                _Ranking(_lexical_only(self.store.search_lexical(q, allowed=allowed), depth)) for q in queries
+            ], None
+        vectors = self.encoder.encode_queries([q.text for q in queries])
         scores, keys = self.store.search(vectors, depth, allowed=allowed)
         dense_rows = [
             {int(k): float(s) for s, k in zip(srow, krow, strict=True) if k >= 0}
             for srow, krow in zip(scores, keys, strict=True)
         ]
         if self.mode == "dense":
-            return [[Candidate(k, s, dense_score=s) for k, s in row.items()] for row in dense_rows], vectors
+            return [_Ranking([Candidate(k, s, dense_score=s) for k, s in row.items()]) for row in dense_rows], vectors
         return [
-            self._hybrid(question, vector, dense, depth, allowed)
-            for question, vector, dense in zip(questions, vectors, dense_rows, strict=True)
+            self._hybrid(query, vector, dense, depth, allowed)
+            for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
         ], vectors
 
     def _hybrid(
-        self, question: str, vector: np.ndarray, dense: dict[int, float], depth: int, allowed: np.ndarray | None
-    ) -> list[Candidate]:
-        if _is_foreign(question):
-            # Cross-lingual: BM25 over Vietnamese text only adds noise to an English question (-10 points R@5).
-            sentence = self._best_sentences(vector, dense)
-            if sentence is None:
-                return [Candidate(k, s, dense_score=s) for k, s in dense.items()]
+        self, query: Query, vector: np.ndarray, dense: dict[int, float], depth: int, allowed: np.ndarray | None
+    ) -> _Ranking:
+        if query.foreign:
+            stored = self._stored_sentences(dense)
+            if stored is None:
+                return _Ranking([Candidate(k, s, dense_score=s) for k, s in dense.items()])
             pool = set(list(dense)[: self.candidates])
-            return fuse(dense, None, pool, self.fusion, 1.0, sentence)
-        matches = self.store.search_lexical(question, allowed=allowed)
+            return _Ranking(fuse(dense, None, pool, self.fusion, 1.0, _best(stored, vector, dense)), stored)
+        matches = self.store.search_lexical(query, allowed=allowed)
         top_lexical = matches.top(depth)[0].tolist()
         missing = [k for k in top_lexical if k not in dense]
         # A lexical-only candidate gets its exact cosine, so both signals score every candidate.
@@ -331,17 +320,19 @@ class Retriever:
         pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
         # BM25 of the candidates only (0 for a dense candidate sharing no term with the question).
         lexical = dict(zip(dense, matches.scores_for(list(dense)).tolist(), strict=True))
-        sentence = self._best_sentences(vector, dense)
-        return fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(question), sentence)
+        stored = self._stored_sentences(dense)
+        sentence = None if stored is None else _best(stored, vector, dense)
+        ranked = fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(query), sentence)
+        return _Ranking(ranked, stored or {})
 
-    def _best_sentences(self, vector: np.ndarray, dense: dict[int, float]) -> dict[int, float] | None:
-        """Each candidate's best sentence cosine, or None (no sentence signal) unless all have sentence vectors."""
+    def _stored_sentences(self, dense: dict[int, float]) -> dict[int, np.ndarray] | None:
+        """The candidates' sentence vectors, or None (no sentence signal) unless every candidate has them."""
         if not self.fusion.sentence_weight or not dense:
             return None
         stored = self.store.sentence_vectors(keys=list(dense))
         if len(stored) < len(dense):  # indexed without them (QA_SENTENCE_VECTORS=false, or an older index)
             return None
-        return {k: float((v @ vector).max()) if len(v) else dense[k] for k, v in stored.items()}
+        return stored
 
     def _paged(
         self, ranked: list[list[Candidate]], offset: int, top_k: int, min_score: float | None
@@ -373,7 +364,7 @@ class Retriever:
                     if record is None:  # deleted between search and lookup
                         gone[i] += 1
                         continue
-                    hits[i].append(Hit(record.passage, record.article, c.score, c.dense_score, c.lexical_score))
+                    hits[i].append(_hit(c, record))
                 seen[i] += len(part)
         pages = [row[offset : offset + top_k] for row in hits]
         return pages, [limit - g for limit, g in zip(limits, gone, strict=True)]
@@ -397,18 +388,18 @@ class Retriever:
                 if record.article.id in seen_articles:
                     continue
                 seen_articles.add(record.article.id)
-            hits.append(Hit(record.passage, record.article, c.score, c.dense_score, c.lexical_score))
+            hits.append(_hit(c, record))
         return hits
 
 
-def _fits(sentence_vectors: np.ndarray | None, passage: Passage) -> bool:
-    """Stored sentence vectors exist for `passage` and match its sentences (not those of a later version)."""
-    return sentence_vectors is not None and len(sentence_vectors) == len(passage.sentences)
+def _hit(candidate: Candidate, record: StoredPassage) -> Hit:
+    c = candidate
+    return Hit(c.key, record.passage, record.article, c.score, c.dense_score, c.lexical_score)
 
 
-def _is_foreign(question: str) -> bool:
-    """No tone marks and mostly words no Vietnamese syllable spells: another language (English, say)."""
-    return not has_tone_marks(question) and vietnamese_share(question) < 0.5
+def _best(stored: dict[int, np.ndarray], vector: np.ndarray, dense: dict[int, float]) -> dict[int, float]:
+    """Each candidate's best sentence cosine (its passage cosine when it has no sentence)."""
+    return {k: float((v @ vector).max()) if len(v) else dense[k] for k, v in stored.items()}
 
 
 def _lexical_only(matches: LexicalMatches, depth: int) -> list[Candidate]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qa.config import Settings
 from qa.encoders import Encoder, load_encoder
 from qa.indexing import Indexer, open_index
-from qa.retriever import Retriever
+from qa.retriever import Hit, Retriever
+from qa.schemas import ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
 from qa.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,5 +51,48 @@ class Service:
         )
         return cls(settings, encoder, store, indexer, Retriever(store, encoder), seconds)
 
+    def ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
+        """The answers to `questions` as the API gives them (one response each, in order)."""
+        started = time.perf_counter()
+        results = self.retriever.search_many(
+            questions,
+            options.top_k,
+            offset=options.offset,
+            filters=options.filters,
+            min_score=options.min_score,
+            one_per_article=options.one_per_article,
+            with_highlights=options.highlight,
+        )
+        took_ms = round((time.perf_counter() - started) * 1000, 2)
+        return [
+            AskResponse(
+                question=question,
+                hits=[hit_schema(h) for h in result.hits],
+                total=result.total,
+                took_ms=took_ms,
+                model=self.encoder.name,
+            )
+            for question, result in zip(questions, results, strict=True)
+        ]
+
     def close(self) -> None:
         self.store.close()
+
+
+def hit_schema(hit: Hit) -> AskHit:
+    article = hit.article
+    return AskHit(
+        passage_id=hit.passage.id,
+        text=hit.passage.text,
+        score=hit.score,
+        scores=Scores(dense=hit.dense_score, lexical=hit.lexical_score),
+        highlights=[Span(start=s, end=e) for s, e in hit.highlights],
+        article=ArticleRef(
+            id=article.id,
+            title=article.title,
+            published_at=article.published_at,
+            source=article.source,
+            author=article.author,
+            url=article.url,
+        ),
+    )

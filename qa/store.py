@@ -27,6 +27,8 @@ import numpy as np
 from qa.config import Settings
 from qa.domain import Article, Passage, encoder_input
 from qa.lexical import LexicalIndex, LexicalMatches
+from qa.query import Query
+from qa.schemas import VIETNAM_TZ, Filters
 from qa.vectors import VectorIndex, VectorIndexError, atomic_write, load_vector_index, make_vector_index
 from qa.vectors.faiss import INDEX_FILE, choose_kind
 
@@ -147,6 +149,11 @@ def _article_from_row(row: sqlite3.Row) -> Article:
         url=row["url"],
         fingerprint=row["fingerprint"],
     )
+
+
+def _local_time(value: datetime) -> datetime:
+    """The store's clock: naive Vietnam local time (an aware bound is converted to it)."""
+    return value.astimezone(VIETNAM_TZ).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
@@ -514,9 +521,9 @@ class Store:
             scores, keys = self.index.search(queries, min(k, pool), allowed)
         return scores, keys
 
-    def search_lexical(self, question: str, *, allowed: np.ndarray | None = None) -> LexicalMatches:
+    def search_lexical(self, query: Query, *, allowed: np.ndarray | None = None) -> LexicalMatches:
         """BM25 matches for one question (see `LexicalIndex.search`)."""
-        return self.lexical.search(question, allowed=allowed)
+        return self.lexical.search(query.text, folded=query.folded, allowed=allowed)
 
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
@@ -575,29 +582,22 @@ class Store:
         with self._lock:
             return self._conn.execute("SELECT EXISTS(SELECT 1 FROM sentence_vectors)").fetchone()[0] == 1
 
-    def keys_matching(
-        self,
-        *,
-        published_from: datetime | None = None,
-        published_to: datetime | None = None,
-        sources: Sequence[str] | None = None,
-        article_ids: Sequence[str] | None = None,
-    ) -> np.ndarray:
+    def keys_matching(self, filters: Filters) -> np.ndarray:
         """Passage keys whose article passes every given filter (an article with no date fails a date filter)."""
         clauses: list[str] = []
         params: list[Any] = []
-        if published_from is not None:
+        if filters.published_from is not None:
             clauses.append("a.published_at >= ?")
-            params.append(published_from.isoformat())
-        if published_to is not None:
+            params.append(_local_time(filters.published_from).isoformat())
+        if filters.published_to is not None:
             clauses.append("a.published_at <= ?")
-            params.append(published_to.isoformat())
-        if sources is not None:
-            clauses.append(f"a.source IN ({','.join('?' * len(sources))})")
-            params.extend(sources)
-        if article_ids is not None:
-            clauses.append(f"a.id IN ({','.join('?' * len(article_ids))})")
-            params.extend(article_ids)
+            params.append(_local_time(filters.published_to).isoformat())
+        if filters.sources is not None:
+            clauses.append(f"a.source IN ({','.join('?' * len(filters.sources))})")
+            params.extend(filters.sources)
+        if filters.article_ids is not None:
+            clauses.append(f"a.id IN ({','.join('?' * len(filters.article_ids))})")
+            params.extend(filters.article_ids)
         where = " AND ".join(clauses) or "1"
         with self._lock:
             rows = self._conn.execute(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from qa.domain import Passage
-from qa.highlight import dense_signal, highlight
+from qa.highlight import highlight
+from qa.query import Query
 
 TEXT = (
     "Hội nghị diễn ra sáng nay tại Hà Nội. "
@@ -26,44 +27,38 @@ def sentence(p: Passage, spans: tuple[tuple[int, int], ...]) -> str:
     return p.text[a:b]
 
 
-def test_signal_by_question_kind():
-    assert dense_signal("Ai chủ trì cuộc họp?") == "both"
-    assert dense_signal("ai chu tri cuoc hop") == "lexical"
-    assert dense_signal("who chaired the meeting") == "dense"
-
-
 def test_lexical_overlap_alone():
     p = passage()
-    assert "Hoàng Trung Hải" in sentence(p, highlight("Ai chủ trì cuộc họp?", p))
-    assert "Hoàng Trung Hải" in sentence(p, highlight("ai chu tri cuoc hop", p))
-    assert highlight("giá vàng", p) == ()  # nothing shared, no model signal: nothing highlighted
+    assert "Hoàng Trung Hải" in sentence(p, highlight(Query.parse("Ai chủ trì cuộc họp?"), p))
+    assert "Hoàng Trung Hải" in sentence(p, highlight(Query.parse("ai chu tri cuoc hop"), p))
+    assert highlight(Query.parse("giá vàng"), p) == ()  # nothing shared, no model signal: nothing highlighted
 
 
 def test_cosines_decide_for_a_foreign_question():
     p = passage()
-    spans = highlight("who chaired the meeting", p, sentence_cosines=[0.1, 0.9, 0.2])
+    spans = highlight(Query.parse("who chaired the meeting"), p, sentence_cosines=[0.1, 0.9, 0.2])
     assert "Hoàng Trung Hải" in sentence(p, spans)
-    assert highlight("who chaired the meeting", p) == ()  # English shares no words without the model
+    assert highlight(Query.parse("who chaired the meeting"), p) == ()  # English shares no words without the model
 
 
 def test_cosines_and_overlap_combine_for_an_accented_question():
     p = passage()
     # Overlap points at the second sentence; a clearly stronger cosine on the third outweighs it.
-    assert "2020" in sentence(p, highlight("Ai chủ trì cuộc họp?", p, sentence_cosines=[0.0, 0.0, 1.0]))
+    assert "2020" in sentence(p, highlight(Query.parse("Ai chủ trì cuộc họp?"), p, sentence_cosines=[0.0, 0.0, 1.0]))
     # Equal cosines: overlap decides.
-    spans = highlight("Ai chủ trì cuộc họp?", p, sentence_cosines=[0.5, 0.5, 0.5])
+    spans = highlight(Query.parse("Ai chủ trì cuộc họp?"), p, sentence_cosines=[0.5, 0.5, 0.5])
     assert "Hoàng Trung Hải" in sentence(p, spans)
 
 
 def test_unaccented_question_ignores_cosines():
     p = passage()
-    spans = highlight("ai chu tri cuoc hop", p, sentence_cosines=[0.0, 0.0, 1.0])
+    spans = highlight(Query.parse("ai chu tri cuoc hop"), p, sentence_cosines=[0.0, 0.0, 1.0])
     assert "Hoàng Trung Hải" in sentence(p, spans)
 
 
 def test_spans_are_in_passage_order_and_empty_passages_are_fine():
     p = passage()
-    spans = highlight("Hội nghị Hoàng Trung Hải", p, max_sentences=2)
+    spans = highlight(Query.parse("Hội nghị Hoàng Trung Hải"), p, max_sentences=2)
     assert list(spans) == sorted(spans) and len(spans) == 2
     empty = Passage("a:1", "a", 1, "", 0, 0, ())
-    assert highlight("Ai chủ trì?", empty, sentence_cosines=[]) == ()
+    assert highlight(Query.parse("Ai chủ trì?"), empty, sentence_cosines=[]) == ()

@@ -14,6 +14,8 @@ from qa.chunking import chunk_text
 from qa.domain import Article
 from qa.indexing import Indexer
 from qa.lexical import K1, B, LexicalIndex, analyze
+from qa.query import Query
+from qa.schemas import Filters
 from qa.store import Store
 from tests.fakes import HashingEncoder
 
@@ -34,7 +36,7 @@ def index() -> LexicalIndex:
 
 
 def top(index: LexicalIndex, question: str, **kw) -> list[int]:
-    return index.search(question, **kw).keys.tolist()
+    return index.search(question, folded=Query.parse(question).folded, **kw).keys.tolist()
 
 
 def test_analyze_keeps_one_letter_syllables_numbers_and_adds_bigrams():
@@ -106,7 +108,10 @@ def test_phrase_field_prefers_the_word_over_scattered_syllables():
     assert top(lexical, "ngân hàng nhà nước")[0] == 1
     plain = LexicalIndex(phrase_weight=0.0)
     plain.add([(1, "Ngân hàng nhà nước công bố lãi suất."), (2, "Nhà hàng bên sông, ngân sách nước.")])
-    with_phrases, without = lexical.search("ngân hàng nhà nước"), plain.search("ngân hàng nhà nước")
+    with_phrases, without = (
+        lexical.search("ngân hàng nhà nước", folded=False),
+        plain.search("ngân hàng nhà nước", folded=False),
+    )
     assert with_phrases.bound > without.bound
     assert with_phrases.scores[0] - with_phrases.scores[1] > without.scores[0] - without.scores[1]
 
@@ -130,14 +135,14 @@ def test_parity_with_reference_bm25_after_updates(question):
         )
         for key, score in phrases.items():
             expected[key] = expected.get(key, 0.0) + lexical.phrase_weight * score
-    got = lexical.search(question).as_dict()
+    got = lexical.search(question, folded=folded).as_dict()
     assert got.keys() == expected.keys()
     for key, score in expected.items():
         assert got[key] == pytest.approx(score, rel=1e-5)
 
 
 def test_scores_below_bound(index):
-    matches = index.search("quận Nam Từ Liêm có bao nhiêu đảng viên")
+    matches = index.search("quận Nam Từ Liêm có bao nhiêu đảng viên", folded=False)
     assert 0 < matches.scores[0] < matches.bound
 
 
@@ -178,7 +183,7 @@ def article(article_id: str, body: str, title: str = "") -> Article:
 
 
 def lexical_articles(store: Store, question: str, **kw) -> list[str]:
-    keys = store.search_lexical(question, **kw).keys.tolist()
+    keys = store.search_lexical(Query.parse(question), **kw).keys.tolist()
     return [r.article.id for k in keys if (r := store.passages_by_key([k]).get(k))]
 
 
@@ -193,7 +198,7 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
     assert lexical_articles(store, "giao thông") == ["a"]
     indexer.delete(["a"])
     assert lexical_articles(store, "giao thông") == []
-    allowed = store.keys_matching(article_ids=["b"])
+    allowed = store.keys_matching(Filters(article_ids=["b"]))
     assert lexical_articles(store, "đảng viên", allowed=allowed) == ["b"]
     passages = chunk_text("c", DOCS[4], **CHUNKING)
     store.upsert([(article("c", DOCS[4]), passages, ENC.encode_passages([p.text for p in passages]))], origin="file")
@@ -208,7 +213,7 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
 
 def test_top_and_scores_for_agree_with_the_full_ranking(index):
     index.add([(6, "Quận Đống Đa, quận Đống Đa."), (7, "Quận Đống Đa có hội nghị."), (8, "Quận Đống Đa có hội nghị.")])
-    matches = index.search("quận Đống Đa hội nghị")
+    matches = index.search("quận Đống Đa hội nghị", folded=False)
     full = matches.as_dict()
     for n in range(len(full) + 2):
         keys, scores = matches.top(n)
@@ -226,7 +231,11 @@ def test_snapshot_round_trip_and_refusals(tmp_path):
     loaded = LexicalIndex()
     assert loaded.load(file, {"generation": 3})
     for question in ("đảng viên", "gia xang"):
-        assert loaded.search(question).top(5)[0].tolist() == index.search(question).top(5)[0].tolist()
+        folded = Query.parse(question).folded
+        assert (
+            loaded.search(question, folded=folded).top(5)[0].tolist()
+            == index.search(question, folded=folded).top(5)[0].tolist()
+        )
     assert not LexicalIndex().load(file, {"generation": 4})  # another generation
     assert not LexicalIndex(phrase_weight=0.5).load(file, {"generation": 3})  # another configuration
     assert not LexicalIndex().load(str(tmp_path / "missing"), {"generation": 3})

@@ -75,7 +75,7 @@ def test_paging_is_consistent(service):
 
 
 def test_min_score_and_filters_apply_after_fusion(service):
-    from qa.retriever import Filters
+    from qa.schemas import Filters
 
     question = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
     strict = service.retriever.search(question, top_k=10, min_score=0.8).hits
@@ -86,7 +86,8 @@ def test_min_score_and_filters_apply_after_fusion(service):
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
 def test_filters_matching_nothing_return_an_empty_result(service, mode):
-    from qa.retriever import Filters, Retriever
+    from qa.retriever import Retriever
+    from qa.schemas import Filters
 
     retriever = Retriever(service.store, service.encoder, mode=mode)
     nothing = Filters(article_ids=("no-such-article",))

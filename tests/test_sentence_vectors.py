@@ -165,12 +165,11 @@ def test_a_mixed_index_ranks_without_the_sentence_signal(store):
     Indexer(store, HashingEncoder(), chunking=CHUNKING, sentence_vectors=False).add(
         [make_article("c", "Đảng bộ quận Nam Từ Liêm tổ chức đại hội. " * 4)], origin="s"
     )
-    vector = HashingEncoder().encode_queries(["đảng viên"])[0]
     keys = [r[0] for r in store._conn.execute("SELECT key FROM passages")]
-    assert retriever._best_sentences(vector, dict.fromkeys(keys, 0.0)) is None
+    assert retriever._stored_sentences(dict.fromkeys(keys, 0.0)) is None
     with_vectors = [k for k in keys if k in store.sentence_vectors(keys=keys)]
-    best = retriever._best_sentences(vector, dict.fromkeys(with_vectors, 0.0))
-    assert best is not None and set(best) == set(with_vectors)
+    stored = retriever._stored_sentences(dict.fromkeys(with_vectors, 0.0))
+    assert stored is not None and set(stored) == set(with_vectors)
     assert retriever.search("Nam Từ Liêm có bao nhiêu đảng viên?", top_k=3).hits
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from qa.chunking import chunk_text
 from qa.domain import Article
+from qa.query import Query
 from qa.store import DB_FILE, FAISS_FILE, MANIFEST_FILE, Store, StoreError
 from tests.fakes import SMALL_CHUNKING, HashingEncoder
 
@@ -155,7 +156,7 @@ def snapshots(monkeypatch):
 
 
 def _lexical_top(store, question: str) -> list[int]:
-    return store.search_lexical(question).top(10)[0].tolist()
+    return store.search_lexical(Query.parse(question)).top(10)[0].tolist()
 
 
 def test_bm25_snapshot_is_loaded_when_current_and_equals_a_rebuild(tmp_path, snapshots, caplog):
