@@ -12,9 +12,10 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
+from qa.dates import VIETNAM_TZ
 from qa.domain import Article
 from qa.text import canonical_tones, normalize
 
@@ -27,8 +28,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-VIETNAM_TZ = timezone(timedelta(hours=7))
 
 
 class ArticleError(ValueError):

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from qa.dates import PATTERN as DATE_PATTERN
+from qa.dates import VIETNAM_TZ, period_end, period_start
 
 MAX_BATCH_QUESTIONS = 32
 MAX_ARTICLES_PER_REQUEST = 256
 EXAMPLE_QUESTION = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
-VIETNAM_TZ = timezone(timedelta(hours=7))  # the store keeps naive Vietnam local times
 
 
 def _encodable(value: str) -> str:
@@ -29,36 +42,70 @@ Question = Annotated[
 Name = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_encodable)]
 
 
+def _one_to(limit: int, items: str) -> Any:
+    """The field of a request that takes a list of 1 to `limit` items; the schema says so."""
+    return Field(min_length=1, max_length=limit, description=f"1 to {limit} {items}.")
+
+
 # --- asking ----------------------------------------------------------------------------------------
 
 
+def _date_bound(edge: Any) -> BeforeValidator:
+    """Validate a filter bound with `qa.dates` (`period_start` or `period_end`): strings (and, from Python,
+    date/datetime objects) only; pydantic's own datetime parsing would read a number as a Unix timestamp."""
+
+    def validate(value: Any) -> datetime:
+        try:
+            return edge(value)
+        except ValueError as exc:
+            raise PydanticCustomError("date_bound", "{reason}", {"reason": str(exc)}) from None
+
+    return BeforeValidator(validate)
+
+
+# The schema says exactly which strings are accepted, so generated "invalid" input really is invalid.
+_DATE_BOUND_SCHEMA = WithJsonSchema({"type": "string", "pattern": DATE_PATTERN})
+_DATE_EXAMPLES = ["2020", "2020-05", "2020-05-03", "2020-05-03T10:00", "2020-05-03T10:00:00+07:00"]
+PublishedFrom = Annotated[datetime, _date_bound(period_start), _DATE_BOUND_SCHEMA]
+PublishedTo = Annotated[datetime, _date_bound(period_end), _DATE_BOUND_SCHEMA]
+
+
 class Filters(BaseModel):
-    """Which articles may answer; every field given must hold (an article without a date fails a date filter)."""
+    """Which articles may answer; every field given must hold (an article without a date fails a date filter).
+
+    After validation the two dates are timezone-aware instants (or None).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    published_from: datetime | None = Field(
-        None, description="Earliest publication time (inclusive). Times without a zone are Vietnam local time."
+    published_from: PublishedFrom | None = Field(
+        None,
+        description="Earliest publication time (inclusive): a year (`2020` starts on 1 January 2020), a "
+        "year-month (`2020-05`), a date (`2020-05-03`) or an ISO 8601 date-time (`2020-05-03T10:00`, "
+        "`2020-05-03T10:00:00+07:00`, `2020-05-03T03:00Z`). Without an offset, Vietnam time (UTC+7).",
+        examples=_DATE_EXAMPLES,
     )
-    published_to: datetime | None = Field(None, description="Latest publication time (inclusive).")
+    published_to: PublishedTo | None = Field(
+        None,
+        description="Latest publication time (inclusive): a year, year-month or date means its end (`2020` "
+        "includes all of 2020, `2020-05-03` all of that day); a date-time is that instant. Without an offset, "
+        "Vietnam time (UTC+7).",
+        examples=_DATE_EXAMPLES,
+    )
     sources: list[Name] | None = Field(
         None, min_length=1, max_length=100, description="Only these sources (exact match, e.g. `ANTD.VN`)."
     )
     article_ids: list[Name] | None = Field(None, min_length=1, max_length=1000, description="Only these articles.")
 
-    @field_validator("published_from", "published_to", mode="before")
-    @classmethod
-    def _dates_are_text(cls, value: object) -> object:
-        # pydantic would read a number as a Unix timestamp; the schema (and a person) says ISO 8601 text.
-        if value is not None and not isinstance(value, str | datetime):
-            raise ValueError("must be an ISO 8601 date or date-time string, e.g. 2021-01-15 or 2021-01-15T11:53")
-        return value
-
     @model_validator(mode="after")
     def _check_range(self) -> Filters:
         start, end = self.published_from, self.published_to
-        if start and end and (start.tzinfo is None) == (end.tzinfo is None) and start > end:
-            raise ValueError("published_from must not be after published_to")
+        if start is not None and end is not None and start > end:  # aware: compared as instants
+            raise PydanticCustomError(
+                "date_range",
+                "published_from ({start}) is after published_to ({end})",
+                {"start": start.isoformat(), "end": end.isoformat()},
+            )
         return self
 
 
@@ -95,11 +142,9 @@ class AskBatchRequest(SearchOptions):
         },
     )
 
-    questions: list[Question] = Field(
-        min_length=1,
-        max_length=MAX_BATCH_QUESTIONS,
-        description=f"1 to {MAX_BATCH_QUESTIONS} questions, encoded together; the options apply to each.",
-    )
+    questions: Annotated[
+        list[Question], _one_to(MAX_BATCH_QUESTIONS, "questions, encoded together; the options apply to each")
+    ]
 
 
 class ArticleRef(BaseModel):
@@ -190,11 +235,7 @@ class ArticleIn(BaseModel):
 class ArticlesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    articles: list[ArticleIn] = Field(
-        min_length=1,
-        max_length=MAX_ARTICLES_PER_REQUEST,
-        description=f"1 to {MAX_ARTICLES_PER_REQUEST} articles with distinct ids.",
-    )
+    articles: Annotated[list[ArticleIn], _one_to(MAX_ARTICLES_PER_REQUEST, "articles with distinct ids")]
 
 
 class IndexedArticle(BaseModel):
