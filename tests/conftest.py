@@ -1,17 +1,56 @@
 """Fixtures shared by the test suite: the real default model, materialised once into the repo, and a small store
-over the hashing test encoder."""
+over the hashing test encoder; and the Hypothesis profiles every property test runs under."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# `make test` and CI: the same examples on every run and every machine, so the suite fails only on a change.
+# No example database: replaying failures an earlier local run found would make a clean clone and a developer's
+# tree test different examples. A failure `make fuzz` finds becomes an `@example(...)` in the test instead.
+DETERMINISTIC_EXAMPLES = 100
+settings.register_profile(
+    "deterministic",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=DETERMINISTIC_EXAMPLES,
+    print_blob=True,
+)
+# `make fuzz`: fresh random examples each run, ten times as many, and the local database (.hypothesis/, not
+# committed) so a failure it finds is replayed first until it is fixed.
+settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(REPO_ROOT / ".hypothesis" / "examples"),
+    deadline=None,
+    max_examples=10 * DETERMINISTIC_EXAMPLES,
+    print_blob=True,
+)
+# `--hypothesis-profile NAME` (hypothesis' pytest option) overrides this, after conftest has loaded. `make fuzz`
+# selects the tests by the `hypothesis` mark, which hypothesis' plugin puts on every `@given` test; a test that
+# drives Hypothesis from inside (schemathesis, a strategy over a fixture) carries the mark itself.
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+def examples(n: int) -> int:
+    """`n` examples in the deterministic run, scaled like the loaded profile's count (ten times under fuzz).
+
+    A test that wants another count than the profile's uses `@settings(max_examples=examples(n))`: a bare
+    `max_examples=n` would stay `n` under `make fuzz` too.
+    """
+    return max(1, n * settings().max_examples // DETERMINISTIC_EXAMPLES)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from qa.chunking import chunk_article, chunk_text, split_sentences
 from qa.corpus import read_articles
 from qa.domain import Article, Passage
+from tests.conftest import examples
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
@@ -185,7 +186,7 @@ class TestChunkText:
         with pytest.raises(ValueError):
             chunk_text("a", "Câu.", **kwargs)
 
-    @settings(max_examples=200)
+    @settings(max_examples=examples(200))
     @given(
         st.text(alphabet=st.sampled_from(list('ab Đc.!?…\n“”"15/,')), max_size=400),
         st.integers(min_value=1, max_value=12),

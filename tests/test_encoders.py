@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +54,62 @@ def test_auto_engine_choice() -> None:
 
 
 class CountingEngine:
-    def __init__(self, base: HashingEncoder, delay: float = 0.0) -> None:
+    def __init__(self, base: HashingEncoder) -> None:
         self.base = base
-        self.delay = delay
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         with self.lock:
             self.calls.append(len(texts))
-        time.sleep(self.delay)
         return self.base.encode_queries(texts)
+
+
+class GatedEngine(CountingEngine):
+    """Holds its first forward pass until `release` is set, so callers arriving meanwhile must queue."""
+
+    def __init__(self, base: HashingEncoder) -> None:
+        super().__init__(base)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(timeout=60), "the test never released the first pass"
+        return super().__call__(texts)
+
+
+def _run_threads(target: Callable[[int], None], n: int) -> None:
+    threads = [threading.Thread(target=target, args=(t,)) for t in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a caller hangs"
+
+
+def _queued_behind_a_held_pass(
+    batcher: MicroBatcher, engine: GatedEngine | GatedPassages, callers: list[Callable[[], object]]
+) -> None:
+    """Run the first caller into the held first pass, queue the others behind it in order, then release the pass.
+
+    Waits on events, not on time: the pass has started (`entered`), and each other caller's request is in the
+    batcher's queue (its condition is notified on each arrival) before the next caller starts.
+    """
+    first = threading.Thread(target=callers[0])
+    first.start()
+    assert engine.entered.wait(timeout=60)
+    others = []
+    for n, call in enumerate(callers[1:], start=1):
+        others.append(threading.Thread(target=call))
+        others[-1].start()
+        with batcher._cond:
+            assert batcher._cond.wait_for(lambda n=n: len(batcher._pending) == n, timeout=60)
+    engine.release.set()
+    for thread in [first, *others]:
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "a caller hangs"
 
 
 def test_cache_hit_returns_identical_vectors_without_the_model() -> None:
@@ -102,8 +147,9 @@ def test_lru_cache_bounds() -> None:
 
 @pytest.mark.parametrize("max_wait", [0.0, 0.002])
 def test_batcher_gives_each_of_16_threads_its_own_rows(max_wait: float) -> None:
+    """However the callers interleave (here as the scheduler lets them), each gets exactly its own rows."""
     base = HashingEncoder()
-    engine = CountingEngine(base, delay=0.01)
+    engine = CountingEngine(base)
     batcher = MicroBatcher(engine, max_batch=64, max_wait=max_wait)
     questions = [[f"câu hỏi số {t} lần {r}" for r in range(1 + t % 3)] for t in range(16)]
     results: dict[int, np.ndarray] = {}
@@ -115,52 +161,81 @@ def test_batcher_gives_each_of_16_threads_its_own_rows(max_wait: float) -> None:
             results[t] = batcher.encode(questions[t])
             assert np.array_equal(results[t], base.encode_queries(questions[t]))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _run_threads(worker, 16)
     assert len(results) == 16
     for t in range(16):
         assert np.array_equal(results[t], base.encode_queries(questions[t]))
-    # Concurrent callers shared forward passes.
-    assert len(engine.calls) < 16 * 5
+    assert sum(engine.calls) == 5 * sum(len(q) for q in questions)  # every text in exactly one pass
     assert max(engine.calls) <= 64
 
 
-def test_batcher_propagates_errors_to_each_caller_and_recovers() -> None:
+def test_callers_queued_behind_a_pass_share_the_next_one() -> None:
     base = HashingEncoder()
-    fail = threading.Event()
-    fail.set()
+    engine = GatedEngine(base)
+    batcher = MicroBatcher(engine, max_batch=64)
+    questions = [[f"câu hỏi số {t} lần {r}" for r in range(1 + t % 3)] for t in range(16)]
+    results: dict[int, np.ndarray] = {}
 
-    def engine(texts: list[str]) -> np.ndarray:
-        time.sleep(0.005)
-        if fail.is_set() and any("bad" in t for t in texts):
+    def caller(t: int) -> Callable[[], None]:
+        return lambda: results.__setitem__(t, batcher.encode(questions[t]))
+
+    _queued_behind_a_held_pass(batcher, engine, [caller(t) for t in range(16)])
+    assert engine.calls == [len(questions[0]), sum(len(q) for q in questions[1:])]
+    assert batcher.batches == 2
+    for t in range(16):
+        assert np.array_equal(results[t], base.encode_queries(questions[t]))
+
+
+def test_a_queue_larger_than_max_batch_is_split() -> None:
+    base = HashingEncoder()
+    engine = GatedEngine(base)
+    batcher = MicroBatcher(engine, max_batch=4)
+    callers = [lambda t=t: batcher.encode([f"câu {t}.{r}" for r in range(3)]) for t in range(5)]
+    _queued_behind_a_held_pass(batcher, engine, callers)
+    # 3 texts per caller, at most 4 per pass: the four queued callers go one pass each, never split.
+    assert engine.calls == [3, 3, 3, 3, 3]
+
+
+class FailingEngine(GatedEngine):
+    """Fails every pass that holds a text with "bad" in it, while `fail` is set."""
+
+    def __init__(self, base: HashingEncoder) -> None:
+        super().__init__(base)
+        self.fail = threading.Event()
+        self.fail.set()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        vectors = super().__call__(texts)
+        if self.fail.is_set() and any("bad" in t for t in texts):
             raise ValueError("boom")
-        return base.encode_queries(texts)
+        return vectors
 
+
+def test_batcher_propagates_errors_to_each_caller_and_recovers() -> None:
+    """A failing pass fails exactly its own callers, each in its own thread; the next pass works."""
+    base = HashingEncoder()
+    engine = FailingEngine(base)
     batcher = MicroBatcher(engine, max_batch=8)
-    outcomes: list[str] = []
-    lock = threading.Lock()
+    outcomes: dict[int, str] = {}
 
-    def worker(t: int) -> None:
-        try:
-            batcher.encode(["bad" if t % 4 == 0 else f"ok {t}"])
-            result = "ok"
-        except ValueError:
-            result = "error"
-        with lock:
-            outcomes.append(result)
+    def caller(t: int) -> Callable[[], None]:
+        def call() -> None:
+            try:
+                batcher.encode(["bad" if t in (0, 4) else f"ok {t}"])
+                outcomes[t] = "ok"
+            except ValueError:
+                outcomes[t] = "error"
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert len(outcomes) == 16  # nobody hangs
-    assert outcomes.count("error") >= 4  # every caller whose batch held a bad text saw the error
-    fail.clear()
+        return call
+
+    # The held first pass is caller 0's ("bad"); the 15 queued behind it go 8 (callers 1-8, with the "bad" of
+    # caller 4), then 7 (callers 9-15, all good) per pass.
+    _queued_behind_a_held_pass(batcher, engine, [caller(t) for t in range(16)])
+    assert engine.calls == [1, 8, 7]
+    assert outcomes == {t: "error" if t <= 8 else "ok" for t in range(16)}
+    engine.fail.clear()
     assert batcher.encode(["bad again"]).shape == (1, base.dim)
+    assert batcher.encode(["ok"]).shape == (1, base.dim)
 
 
 def test_batcher_rejects_wrong_row_count() -> None:
@@ -169,42 +244,39 @@ def test_batcher_rejects_wrong_row_count() -> None:
         batcher.encode(["a", "b"])
 
 
-class SlowPassages(HashingEncoder):
-    """Counts passage calls; each takes a little while, so concurrent callers pile up."""
+class GatedPassages(HashingEncoder):
+    """Counts passage calls and holds the first until `release` is set, so concurrent callers pile up."""
 
     def __init__(self) -> None:
         super().__init__()
         self.passage_calls: list[int] = []
         self.lock = threading.Lock()
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def encode_passages(self, texts, *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(timeout=60), "the test never released the first pass"
         with self.lock:
             self.passage_calls.append(len(texts))
-        time.sleep(0.01)
         return super().encode_passages(texts, batch_size=batch_size)
 
 
 def test_small_passage_calls_from_many_threads_share_forward_passes() -> None:
-    base = SlowPassages()
+    base = GatedPassages()
     reference = HashingEncoder()
     encoder = QueryPathEncoder(base, CountingEngine(reference), engine_name="fake", cache_size=0)
     sentences = [[f"Tiêu đề\ncâu số {t}.{r}" for r in range(1 + t % 3)] for t in range(16)]
-    start = threading.Barrier(16)
-    failures: list[str] = []
+    results: dict[int, np.ndarray] = {}
 
-    def worker(t: int) -> None:
-        start.wait()
-        for _ in range(4):
-            if not np.array_equal(encoder.encode_passages(sentences[t]), reference.encode_passages(sentences[t])):
-                failures.append(f"thread {t} got another caller's rows")
+    def caller(t: int) -> Callable[[], None]:
+        return lambda: results.__setitem__(t, encoder.encode_passages(sentences[t]))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not failures
-    assert len(base.passage_calls) < 16 * 4 and max(base.passage_calls) <= 64
+    _queued_behind_a_held_pass(encoder.passage_batcher, base, [caller(t) for t in range(16)])
+    assert base.passage_calls == [len(sentences[0]), sum(len(s) for s in sentences[1:])]
+    for t in range(16):
+        assert np.array_equal(results[t], reference.encode_passages(sentences[t])), f"thread {t}: not its own rows"
     # A bulk call (indexing) is not held to the batch limit: it goes to the model as it is.
     bulk = [f"đoạn {i}" for i in range(100)]
     assert np.array_equal(encoder.encode_passages(bulk), reference.encode_passages(bulk))

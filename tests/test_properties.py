@@ -1,7 +1,8 @@
 """Property tests (hypothesis) for the text pipeline as the service runs it, end to end: any Unicode in, no
 exception, invariants hold. The single-function properties (normalise idempotent and clean, tokenise never
 raises, chunk spans cover the text) live in tests/test_text.py and tests/test_chunking.py; here are the
-compositions they do not cover, the model's own tokenizer, and the request models. Bounded to run in seconds.
+compositions they do not cover, the model's own tokenizer, and the request models. Bounded to run in seconds;
+`make fuzz` runs them with ten times the examples.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from qa.chunking import chunk_article, chunk_text
 from qa.corpus import ArticleError, article_from_record, parse_published_at
 from qa.schemas import ArticleIn, AskRequest
 from qa.text import canonical_tones, has_tone_marks, normalize, strip_accents, tokenize
+from tests.conftest import examples
 
 # Every code point, lone surrogates included.
 any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=300)
@@ -29,7 +31,7 @@ PIECES = ["Hà Nội", "quận", "đảng viên", "11.085,046", "15/6/2020", "TP
           "-", "Bí thư"]  # fmt: skip
 prose = st.lists(st.sampled_from(PIECES), max_size=400).map("".join)
 bodies = st.one_of(any_text, prose)
-BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BOUNDED = settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check_cover(article_id: str, body: str, passages) -> None:  # type: ignore[no-untyped-def]
@@ -123,6 +125,7 @@ def model_tokenizer(default_model_dir: Path):
     return Tokenizer.from_file(str(default_model_dir / "tokenizer.json"))
 
 
+@pytest.mark.hypothesis  # drives @given from inside, over a fixture
 def test_model_tokenizer_any_string(model_tokenizer) -> None:
     vocab = model_tokenizer.get_vocab_size(with_added_tokens=True)
 
