@@ -12,16 +12,29 @@ running::
             for span in hit.highlights:
                 print("   ", hit.text[span.start : span.end])
 
-Errors raise `QAError` subclasses carrying the server's `code`, `message` and `detail`. Reads (GET, and the
-`ask` calls) are retried on connection errors with a short backoff; writes are never retried.
+Errors raise `QAError` subclasses carrying the server's `code`, `message` and `detail`. Filters are checked
+here before sending (`qa.schemas.Filters`, the server's own rules): a bad date raises `BadRequest` with the
+message the server would give, and `status` None since nothing was sent.
+
+Retries never add load to a busy server. A call (read or write alike) is sent again only when it cannot have
+reached the server, or when the server refused it without doing anything:
+
+- a connect error or connect timeout: after a short backoff (0.2 s, 0.4 s, ... at most 2 s);
+- a 503 with `Retry-After` (seconds or an HTTP date; the server sends it while loading): after that long, unless
+  it is more than 30 s (`MAX_RETRY_AFTER`): then the call fails at once with `ServiceUnavailable`.
+
+At most `retries` times (default 2). Anything else, a read timeout above all, is not retried: the server may
+still be working on the request, and sending it again would only pile more work on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
@@ -56,7 +69,11 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_RETRY_AFTER = 30.0  # seconds: a server asking for a longer wait gets an error raised at once instead
 M = TypeVar("M", bound=BaseModel)
+Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
+Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
+Outcome = httpx.Response | httpx.TransportError
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -96,7 +113,7 @@ class PayloadTooLarge(QAError):
 
 
 class ServiceUnavailable(QAError):
-    """503: the server is still loading its model and index."""
+    """503: the server is still loading its model and index (raised once the retries it allows are spent)."""
 
 
 class ServerError(QAError):
@@ -104,7 +121,7 @@ class ServerError(QAError):
 
 
 class QAConnectionError(QAError):
-    """The server could not be reached (after retries, for reads) or the call timed out."""
+    """The server could not be reached (after the retries) or the call failed on the way (timed out, say)."""
 
 
 _ERRORS_BY_STATUS: dict[int, type[QAError]] = {
@@ -147,23 +164,44 @@ class _Call(Generic[M]):
     model: type[M]
     json: Any = None
     params: dict[str, Any] | None = None
-    idempotent: bool = True  # safe to send again after a connection error
 
-    def result(self, response: httpx.Response) -> M:
-        if response.is_error:
-            raise _error_from(response)
+    def result(self, outcome: Outcome, attempts: int) -> M:
+        if isinstance(outcome, httpx.TransportError):
+            raise _give_up(self, outcome, attempts) from outcome
+        if outcome.is_error:
+            raise _error_from(outcome)
         try:
-            return self.model.model_validate_json(response.content)
+            return self.model.model_validate_json(outcome.content)
         except ValidationError as exc:  # a server of another version, or not viqa at all
             raise QAError(
-                f"unexpected response to {self.method} {self.path}: {exc}", status=response.status_code
+                f"unexpected response to {self.method} {self.path}: {exc}", status=outcome.status_code
             ) from exc
+
+
+def _invalid(exc: ValidationError, *where: str) -> BadRequest:
+    """The `BadRequest` the server would answer for these errors (its message and detail), raised before sending."""
+    errors = [
+        {"loc": ["body", *where, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+    ]
+    message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors[:5])
+    return BadRequest(message, code="invalid_request", detail=errors)
+
+
+def _filters(filters: Filters | Mapping[str, Any]) -> dict[str, Any]:
+    """Check `filters` by the server's rules, and send them as given: dates as typed, date objects in ISO 8601."""
+    if isinstance(filters, Filters):
+        return filters.model_dump(mode="json", exclude_none=True)
+    try:
+        Filters.model_validate(filters)
+    except ValidationError as exc:
+        raise _invalid(exc, "filters") from None
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in filters.items() if v is not None}
 
 
 def _options(top_k: int, options: AskOptions) -> dict[str, Any]:
     payload: dict[str, Any] = {"top_k": top_k, **options}
-    if isinstance(payload.get("filters"), BaseModel):
-        payload["filters"] = payload["filters"].model_dump(mode="json", exclude_none=True)
+    if payload.get("filters") is not None:
+        payload["filters"] = _filters(payload["filters"])
     return payload
 
 
@@ -178,7 +216,7 @@ def _ask_batch(questions: Iterable[str], top_k: int, options: AskOptions) -> _Ca
 
 def _add_articles(articles: Iterable[ArticleIn | Mapping[str, Any]]) -> _Call[IndexedArticles]:
     records = [a.model_dump(mode="json", exclude_none=True) if isinstance(a, BaseModel) else dict(a) for a in articles]
-    return _Call("POST", "/v1/articles", IndexedArticles, json={"articles": records}, idempotent=False)
+    return _Call("POST", "/v1/articles", IndexedArticles, json={"articles": records})
 
 
 def _article_path(article_id: str) -> str:
@@ -186,7 +224,7 @@ def _article_path(article_id: str) -> str:
 
 
 def _delete_article(article_id: str) -> _Call[DeletedArticle]:
-    return _Call("DELETE", _article_path(article_id), DeletedArticle, idempotent=False)
+    return _Call("DELETE", _article_path(article_id), DeletedArticle)
 
 
 def _list_articles(offset: int, limit: int) -> _Call[ArticleList]:
@@ -220,6 +258,35 @@ def _backoff(attempt: int) -> float:
     return min(0.2 * 2**attempt, 2.0)
 
 
+def _retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (it holds seconds or an HTTP date); None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _retry_delay(outcome: Outcome, attempt: int, retries: int, now: datetime | None = None) -> float | None:
+    """After attempt number `attempt` (0 for the first) ended in `outcome`: how many seconds to wait before
+    sending the request again, or None to stop there (see the module docstring for why these cases only)."""
+    if attempt >= retries:
+        return None
+    if isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout):  # never reached the server
+        return _backoff(attempt)
+    if isinstance(outcome, httpx.Response) and outcome.status_code == 503:  # refused before doing anything
+        wait = _retry_after(outcome.headers.get("Retry-After"), now)
+        return wait if wait is not None and wait <= MAX_RETRY_AFTER else None
+    return None
+
+
 def _not_ready(timeout: float, last: QAError, exited: bool) -> QAConnectionError:
     why = "the server process exited" if exited else f"not ready after {timeout:g} s"
     return QAConnectionError(f"{why} (last answer: {last})")
@@ -228,22 +295,18 @@ def _not_ready(timeout: float, last: QAError, exited: bool) -> QAConnectionError
 def _give_up(call: _Call[Any], exc: httpx.TransportError, attempts: int) -> QAConnectionError:
     what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    return QAConnectionError(f"{call.method} {call.path} {what}{tries}: {exc!r}")
+    reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    note = " (not sent again: the server may have received it)" if reached else ""
+    return QAConnectionError(f"{call.method} {call.path} {what}{tries}{note}: {exc!r}")
 
 
 # --- clients ---------------------------------------------------------------------------------------
 
 
-class Client:
-    """Blocking client. Use as a context manager, or call `close()`.
+class _ClientBase(Generic[Http, Transport]):
+    """What both clients share: where the server is, how long to wait, the API key and the retry budget."""
 
-    `retries` is how many times a read is sent again after a connection error; `transport` lets you plug in
-    any httpx transport (e.g. `httpx.MockTransport` in tests).
-
-        >>> with Client("http://127.0.0.1:8000", api_key=None) as qa:  # doctest: +SKIP
-        ...     qa.stats().articles
-        5
-    """
+    _http: Http
 
     def __init__(
         self,
@@ -252,23 +315,43 @@ class Client:
         timeout: float = 60.0,
         api_key: str | None = None,
         retries: int = 2,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.retries = retries
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport)
+        self._http = self._open(base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport)
 
-    def _send(self, call: _Call[M]) -> M:
+    def _open(self, **settings: Any) -> Http:
+        raise NotImplementedError
+
+
+class Client(_ClientBase[httpx.Client, httpx.BaseTransport]):
+    """Blocking client. Use as a context manager, or call `close()`.
+
+    `retries` is how many times a call may be sent again (see the module docstring for when); `transport`
+    lets you plug in any httpx transport (e.g. `httpx.MockTransport` in tests).
+
+        >>> with Client("http://127.0.0.1:8000", api_key=None) as qa:  # doctest: +SKIP
+        ...     qa.stats().articles
+        5
+    """
+
+    _sleep: Callable[[float], object] = staticmethod(time.sleep)
+
+    def _open(self, **settings: Any) -> httpx.Client:
+        return httpx.Client(**settings)
+
+    def _send(self, call: _Call[M], retries: int | None = None) -> M:
         request, attempt = _build(self._http, call), 0
         while True:
             try:
-                response = self._http.send(request)
+                outcome: Outcome = self._http.send(request)
             except httpx.TransportError as exc:
-                if not call.idempotent or attempt >= self.retries:
-                    raise _give_up(call, exc, attempt + 1) from exc
-                time.sleep(_backoff(attempt))
-                attempt += 1
-                continue
-            return call.result(response)
+                outcome = exc
+            delay = _retry_delay(outcome, attempt, self.retries if retries is None else retries)
+            if delay is None:
+                return call.result(outcome, attempt + 1)
+            self._sleep(delay)
+            attempt += 1
 
     def ask(self, question: str, *, top_k: int = 5, **options: Unpack[AskOptions]) -> AskResponse:
         """The `top_k` passages that best answer `question`, with their articles and highlighted sentences."""
@@ -279,11 +362,11 @@ class Client:
         return self._send(_ask_batch(questions, top_k, options))
 
     def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
-        """Add or replace (by id) articles; returns each one's passage count. Never retried."""
+        """Add or replace (by id) articles; returns each one's passage count."""
         return self._send(_add_articles(articles))
 
     def delete_article(self, article_id: str) -> DeletedArticle:
-        """Delete an article; raises `NotFoundError` for an unknown id. Never retried."""
+        """Delete an article; raises `NotFoundError` for an unknown id."""
         return self._send(_delete_article(article_id))
 
     def list_articles(self, *, offset: int = 0, limit: int = 20) -> ArticleList:
@@ -311,7 +394,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.ready()
+                return self._send(_READY, retries=0)  # this loop is the retrying
             except (ServiceUnavailable, QAConnectionError) as exc:
                 if alive is not None and not alive():
                     raise _not_ready(timeout, exc, exited=True) from exc
@@ -333,39 +416,30 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The same methods as `Client`, awaitable. Use `async with`, or call `await aclose()`.
 
     >>> async with AsyncClient("http://127.0.0.1:8000") as qa:  # doctest: +SKIP
     ...     answer = await qa.ask("Quận Nam Từ Liêm có bao nhiêu đảng viên?")
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        *,
-        timeout: float = 60.0,
-        api_key: str | None = None,
-        retries: int = 2,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.retries = retries
-        self._http = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport
-        )
+    _sleep: Callable[[float], Awaitable[object]] = staticmethod(asyncio.sleep)
 
-    async def _send(self, call: _Call[M]) -> M:
+    def _open(self, **settings: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**settings)
+
+    async def _send(self, call: _Call[M], retries: int | None = None) -> M:
         request, attempt = _build(self._http, call), 0
         while True:
             try:
-                response = await self._http.send(request)
+                outcome: Outcome = await self._http.send(request)
             except httpx.TransportError as exc:
-                if not call.idempotent or attempt >= self.retries:
-                    raise _give_up(call, exc, attempt + 1) from exc
-                await asyncio.sleep(_backoff(attempt))
-                attempt += 1
-                continue
-            return call.result(response)
+                outcome = exc
+            delay = _retry_delay(outcome, attempt, self.retries if retries is None else retries)
+            if delay is None:
+                return call.result(outcome, attempt + 1)
+            await self._sleep(delay)
+            attempt += 1
 
     async def ask(self, question: str, *, top_k: int = 5, **options: Unpack[AskOptions]) -> AskResponse:
         """See `Client.ask`."""
@@ -378,11 +452,11 @@ class AsyncClient:
         return await self._send(_ask_batch(questions, top_k, options))
 
     async def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
-        """See `Client.add_articles`. Never retried."""
+        """See `Client.add_articles`."""
         return await self._send(_add_articles(articles))
 
     async def delete_article(self, article_id: str) -> DeletedArticle:
-        """See `Client.delete_article`. Never retried."""
+        """See `Client.delete_article`."""
         return await self._send(_delete_article(article_id))
 
     async def list_articles(self, *, offset: int = 0, limit: int = 20) -> ArticleList:
@@ -408,7 +482,7 @@ class AsyncClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return await self.ready()
+                return await self._send(_READY, retries=0)  # this loop is the retrying
             except (ServiceUnavailable, QAConnectionError) as exc:
                 if alive is not None and not alive():
                     raise _not_ready(timeout, exc, exited=True) from exc

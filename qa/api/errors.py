@@ -23,7 +23,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No article with this id."},
     413: {"model": ErrorResponse, "description": "The request body is larger than `QA_MAX_BODY_BYTES`."},
     422: {"model": ErrorResponse, "description": "Invalid input; `message` says what to fix."},
-    503: {"model": ErrorResponse, "description": "The model and index are still loading."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The model and index are still loading; `Retry-After` says when to try again.",
+        "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
+    },
 }
 
 
@@ -55,6 +59,7 @@ class NotFound(APIError):
 class NotReady(APIError):
     status = 503
     code = "not_ready"
+    retry_after = 1  # seconds; sent as Retry-After: nothing was done, and qa.client sends the request again
 
 
 def _printable(value: object) -> str:
@@ -96,6 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, NotReady):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
     @app.exception_handler(ArticleError)
