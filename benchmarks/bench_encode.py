@@ -10,6 +10,7 @@ import shutil
 from datetime import datetime
 
 from benchmarks.common import WORK, all_contexts, percentiles, questions, run_concurrently, save, timed
+from qa.chunking import CHUNKING
 from qa.config import DEFAULT_MODEL, Settings
 from qa.domain import Article, encoder_input, sentence_inputs
 from qa.encoders import SplitEngine, load_sentence_transformer
@@ -52,16 +53,14 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
         for sentences in (settings.sentence_vectors, False):
             folder = WORK / f"build-{rep}"
             shutil.rmtree(folder, ignore_errors=True)
-            store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
-            indexer = Indexer(
-                store, encoder, chunking=settings.chunking, batch_size=settings.batch_size, sentence_vectors=sentences
-            )
+            store = Store.create(folder, model=encoder.name, dim=encoder.dim, chunking=CHUNKING)
+            indexer = Indexer(store, encoder, chunking=CHUNKING, sentence_vectors=sentences)
             chunked = [(a, p) for a in articles for p in indexer.chunk(a)]
             if sentences is settings.sentence_vectors:
                 texts = [encoder_input(a.title, p.text) for a, p in chunked]
                 if sentences:
                     texts += [t for a, p in chunked for t in sentence_inputs(a.title, p)]
-                bare.append(timed(lambda texts=texts: encoder.encode_passages(texts, batch_size=settings.batch_size)))
+                bare.append(timed(lambda texts=texts: encoder.encode_passages(texts)))
                 build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
             else:
                 passages_only.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))

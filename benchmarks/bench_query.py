@@ -43,7 +43,7 @@ PER_ARTICLE = 10
 
 def settings() -> Settings:
     folder = WORK / "query"
-    return Settings(data_dir=folder, models_dir=Settings().models_path, index_name="index", query_cache_size=0)
+    return Settings(data_dir=folder, models_dir=Settings().models_path, query_cache_size=0)
 
 
 def build_index(service: Service, contexts: list[dict]) -> None:
@@ -122,7 +122,6 @@ class Server:
             **os.environ,
             "QA_DATA_DIR": str(config.data_dir),
             "QA_MODELS_DIR": str(config.models_path),
-            "QA_INDEX_NAME": config.index_name,
             "QA_QUERY_CACHE_SIZE": str(config.query_cache_size),
             "QA_HOST": "127.0.0.1",
             "QA_PORT": str(self.port),

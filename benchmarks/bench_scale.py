@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.common import WORK, all_contexts, percentiles, rss_mb, save, timed, unit_rows
 from qa.config import Settings
-from qa.vectors import load_vector_index, make_vector_index
+from qa.vectors import VectorConfig, load_vector_index, make_vector_index
 
 log = logging.getLogger("bench.scale")
 DIM = 384
@@ -80,7 +80,7 @@ def run(distribution: str, size: int, kind: str = "auto") -> dict:
     _, truth = flat.search(queries, 10)
     exact = percentiles([timed(lambda q=q: flat.search(q[None], 10)) for q in queries[:40]])
     flat.reset()  # free the exact copy before the index is built
-    index = make_vector_index(Settings(faiss_index=kind), DIM, expected_size=size)
+    index = make_vector_index(VectorConfig(faiss_index=kind), DIM, expected_size=size)
     build = timed(lambda: index.add(keys, vectors))
     folder = WORK / f"scale-{distribution}-{size}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -118,7 +118,7 @@ def probe(folder: Path) -> dict:
     queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
     before = rss_mb()
     started = time.perf_counter()
-    index = load_vector_index(Settings(), folder)
+    index = load_vector_index(VectorConfig(), folder)
     load_s = time.perf_counter() - started
     latencies, found = [], []
     for q in queries:
@@ -129,7 +129,7 @@ def probe(folder: Path) -> dict:
     recall = _recall(found, truth)
     result = {
         "load_s": load_s,
-        "mmap": Settings().faiss_mmap,
+        "mmap": VectorConfig().faiss_mmap,
         "rss_mb": rss_mb(),
         "rss_index_mb": rss_mb() - before,
         "search": percentiles(latencies),
@@ -139,7 +139,7 @@ def probe(folder: Path) -> dict:
     index.close()
     del index
     started = time.perf_counter()
-    load_vector_index(Settings(faiss_mmap=True), folder).close()
+    load_vector_index(VectorConfig(faiss_mmap=True), folder).close()
     result["mmap_load_s"] = time.perf_counter() - started
     return result
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.chunking import CHUNKING
 from qa.config import Settings
 from qa.encoders import load_encoder
 from qa.eval import build_index, read_questions
@@ -57,9 +58,7 @@ def z(x: np.ndarray) -> np.ndarray:
 
 def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
     contexts, questions_file, stripped = SETS[name]
-    store = build_index(
-        EVAL / contexts, encoder, chunking=settings.chunking, cache_dir=settings.data_dir / "eval-cache"
-    )
+    store = build_index(EVAL / contexts, encoder, chunking=CHUNKING, cache_dir=settings.data_dir / "eval-cache")
     try:
         retriever = Retriever(store, encoder)
         questions = read_questions(EVAL / questions_file)

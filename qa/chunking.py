@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from qa.domain import Article, Passage, Span
 
-__all__ = ["ABBREVIATIONS", "chunk_article", "chunk_text", "split_sentences"]
+__all__ = ["ABBREVIATIONS", "CHUNKING", "chunk_article", "chunk_text", "split_sentences"]
+
+# Passage size in words (whitespace tokens): about 120 and at most 160 stays inside the encoder's 512-token window
+# even for number-heavy text, and holds a news paragraph with its context; smaller passages ranked worse on both
+# dev sets (benchmarks/quality.md). One sentence repeats across each boundary, so an answer near it is whole in one
+# passage. The index records these: changing them means `qa index --rebuild`.
+CHUNKING = {"target_words": 120, "max_words": 160, "min_words": 60, "overlap_sentences": 1}
 
 
 # Words that end in "." without ending a sentence ("TP. Hà Nội", "ThS. Nguyễn", "tr. 15").
@@ -211,10 +217,10 @@ def chunk_text(
     article_id: str,
     body: str,
     *,
-    target_words: int = 120,
-    max_words: int = 160,
-    min_words: int = 60,
-    overlap_sentences: int = 1,
+    target_words: int = CHUNKING["target_words"],
+    max_words: int = CHUNKING["max_words"],
+    min_words: int = CHUNKING["min_words"],
+    overlap_sentences: int = CHUNKING["overlap_sentences"],
 ) -> list[Passage]:
     """Pack whole sentences of `body` into passages (words = whitespace-separated tokens).
 

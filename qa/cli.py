@@ -143,6 +143,7 @@ def _parse_ks(value: str) -> list[int]:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.chunking import CHUNKING
     from qa.encoders import load_encoder
     from qa.eval import WHOLE_CONTEXTS, build_index, evaluate, format_report, read_questions
     from qa.retriever import Retriever
@@ -152,7 +153,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     store = build_index(
         args.contexts,
         encoder,
-        chunking=WHOLE_CONTEXTS if args.whole_contexts else settings.chunking,
+        chunking=WHOLE_CONTEXTS if args.whole_contexts else CHUNKING,
         cache_dir=settings.data_dir / "eval-cache",
         sentence_vectors=settings.sentence_vectors,
     )
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="ask one question and print the ranked passages")
     p.add_argument("question")
-    p.add_argument("-k", "--top-k", type=int, help="number of passages (default QA_TOP_K or 5)")
+    p.add_argument("-k", "--top-k", type=int, help="number of passages (default 5)")
     p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
     p.set_defaults(func=cmd_ask)
 

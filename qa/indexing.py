@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from qa.chunking import chunk_article
+from qa.chunking import CHUNKING, chunk_article
 from qa.config import Settings
 from qa.corpus import read_articles
 from qa.domain import Article, Passage, encoder_input, sentence_inputs
@@ -47,7 +47,7 @@ class Indexer:
         encoder: Encoder,
         *,
         chunking: dict[str, int],
-        batch_size: int = 32,
+        batch_size: int = 32,  # passages a forward pass (sentence-transformers' own default)
         sentence_vectors: bool = True,
     ) -> None:
         self.store = store
@@ -60,14 +60,8 @@ class Indexer:
 
     @classmethod
     def from_settings(cls, store: Store, encoder: Encoder, settings: Settings) -> Indexer:
-        """The indexer the service runs: chunking, batch size and sentence vectors as configured."""
-        return cls(
-            store,
-            encoder,
-            chunking=settings.chunking,
-            batch_size=settings.batch_size,
-            sentence_vectors=settings.sentence_vectors,
-        )
+        """The indexer the service runs: the service's chunking, sentence vectors as configured."""
+        return cls(store, encoder, chunking=CHUNKING, sentence_vectors=settings.sentence_vectors)
 
     def chunk(self, article: Article) -> list[Passage]:
         return chunk_article(article, **self.chunking)
@@ -190,7 +184,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f".{target.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
-    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=settings.chunking, settings=settings)
+    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=CHUNKING, vectors=settings.vectors)
     try:
         indexer = Indexer.from_settings(store, encoder, settings)
         if previous is not None:
@@ -204,7 +198,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
         shutil.rmtree(building, ignore_errors=True)
         raise
     _swap_in(building, target)
-    return Store.open(target, settings=settings)
+    return Store.open(target, vectors=settings.vectors)
 
 
 def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = False, progress: bool = False) -> Store:
@@ -219,14 +213,14 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
     reason: str | None = "no index yet"
     if target.exists():
         try:
-            previous = Store.open(target, settings=settings)
+            previous = Store.open(target, vectors=settings.vectors)
         except StoreError as exc:
             if not force_rebuild:
                 raise
             log.warning("index %s cannot be read (%s): building a new one", target, exc)
             reason = "unreadable index"
         else:
-            reason = "--rebuild asked" if force_rebuild else stale_reason(previous, encoder, settings.chunking)
+            reason = "--rebuild asked" if force_rebuild else stale_reason(previous, encoder, CHUNKING)
     if reason:
         log.info("building index %s: %s", target, reason)
         store = rebuild(settings, encoder, previous=previous, progress=progress)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -24,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from qa.config import Settings
+from qa.dates import VIETNAM_TZ
 from qa.domain import Article, Passage, encoder_input
+from qa.files import atomic_write, atomic_write_bytes
 from qa.lexical import LexicalIndex, LexicalMatches
 from qa.query import Query
-from qa.schemas import VIETNAM_TZ, Filters
-from qa.vectors import VectorIndex, VectorIndexError, atomic_write, load_vector_index, make_vector_index
+from qa.schemas import Filters
+from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
 from qa.vectors.faiss import INDEX_FILE, choose_kind
 
 log = logging.getLogger(__name__)
@@ -102,25 +102,6 @@ class StoredPassage:
     article: Article
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write aside, fsync, rename: readers and crashes see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _article_row(article: Article, origin: str) -> tuple[Any, ...]:
     published = article.published_at.isoformat() if article.published_at else None
     return (
@@ -171,10 +152,10 @@ def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
 class Store:
     """Articles, passages and their vectors in one directory; safe to share between threads."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, settings: Settings | None = None) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, vectors: VectorConfig) -> None:
         self.path = path
         self._conn = conn
-        self.settings = settings or Settings()
+        self.vectors = vectors
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self.lexical = LexicalIndex()
@@ -183,9 +164,16 @@ class Store:
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, path: Path, *, model: str, dim: int, chunking: dict[str, int], settings: Settings | None = None
+        cls,
+        path: Path,
+        *,
+        model: str,
+        dim: int,
+        chunking: dict[str, int],
+        vectors: VectorConfig = VectorConfig(),  # noqa: B008 (frozen)
     ) -> Store:
-        """A new, empty store in `path` (which must not exist or be empty)."""
+        """A new, empty store in `path` (which must not exist or be empty); `vectors` says where its passage vectors
+        are searched (FAISS files beside the database unless told otherwise)."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"cannot create an index in {path}: the folder is not empty")
@@ -207,13 +195,13 @@ class Store:
             conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
             )
-        store = cls(path, conn, settings)
+        store = cls(path, conn, vectors)
         store._index = store._new_vector_index(dim, 0)
         store._save_derived()
         return store
 
     @classmethod
-    def open(cls, path: Path, *, settings: Settings | None = None) -> Store:
+    def open(cls, path: Path, *, vectors: VectorConfig = VectorConfig()) -> Store:  # noqa: B008 (frozen)
         """Open an existing store; rebuilds the vector index from the database if stale or of the wrong kind."""
         path = Path(path)
         db = path / DB_FILE
@@ -230,7 +218,7 @@ class Store:
                 f"index at {path} has format {version}, this version reads {FORMAT_VERSION}: "
                 "rebuild it with `qa index --rebuild`"
             )
-        store = cls(path, conn, settings)
+        store = cls(path, conn, vectors)
         try:
             store._index = store._load_vectors()
             store._load_lexical()
@@ -260,19 +248,13 @@ class Store:
         return self._index
 
     def _new_vector_index(self, dim: int, size: int) -> VectorIndex:
-        return make_vector_index(self.settings, dim, size, directory=self.path)
+        return make_vector_index(self.vectors, dim, size, directory=self.path)
 
     def _wanted_kind(self, size: int) -> str | None:
         """The FAISS kind this corpus size calls for (None: any, e.g. another backend or a fixed kind)."""
-        if self.settings.vector_backend != "faiss":
+        if self.vectors.backend != "faiss":
             return None
-        return choose_kind(size) if self.settings.faiss_index == "auto" else self.settings.faiss_index
-
-    def reindex_vectors(self) -> VectorIndex:
-        """Rebuild the vector index now, of the kind the current size calls for (e.g. after a bulk load)."""
-        with self._lock:
-            manifest = self.manifest()
-            return self._rebuild_vectors(manifest.dim, manifest.passages)
+        return choose_kind(size) if self.vectors.faiss_index == "auto" else self.vectors.faiss_index
 
     def _load_vectors(self) -> VectorIndex:
         """The saved vector index if it matches the database's generation, else one rebuilt from stored vectors."""
@@ -280,7 +262,7 @@ class Store:
         on_disk = self._read_manifest_file()
         if on_disk.get("generation") == manifest.generation:
             try:
-                index = load_vector_index(self.settings, self.path)
+                index = load_vector_index(self.vectors, self.path)
                 wanted = self._wanted_kind(manifest.passages)
                 if len(index) == manifest.passages and index.dim == manifest.dim and wanted in (None, index.kind):
                     return index

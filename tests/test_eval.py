@@ -81,3 +81,26 @@ def test_cli_json_shape(tmp_path, default_model_dir, monkeypatch, capsys):
     assert out["questions"] == 3
     assert set(out["recall"]) == {"1", "2"} and set(out["answer_hit"]) == {"1", "5"}
     assert out["recall"]["1"] == 1.0 and out["mrr@10"] == 1.0 and out["answer_hit"]["1"] == 1.0
+
+
+def test_qa_eval_keeps_to_its_own_cache_whatever_the_environment(tmp_path, monkeypatch, capsys):
+    """The service's Milvus settings in the environment must not reach the eval index: it would drop and recreate
+    the service's collection. The eval index is FAISS in data_dir/eval-cache, and nothing else is touched."""
+    from qa.cli import main
+
+    contexts, questions = write_set(tmp_path)
+    service_db = tmp_path / "service-milvus.db"
+    service_db.write_bytes(b"the service's vectors")
+    data = tmp_path / "data"
+    monkeypatch.setenv("QA_DATA_DIR", str(data))
+    monkeypatch.setenv("QA_VECTOR_BACKEND", "milvus")
+    monkeypatch.setenv("QA_MILVUS_URI", str(service_db))
+    monkeypatch.setenv("QA_MILVUS_COLLECTION", "viqa_passages")
+    monkeypatch.setattr("qa.encoders.load_encoder", lambda settings: HashingEncoder())
+    args = ["eval", "--contexts", str(contexts), "--questions", str(questions), "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["questions"] == len(QUESTIONS)
+    assert service_db.read_bytes() == b"the service's vectors"
+    assert sorted(p.name for p in data.iterdir()) == ["eval-cache"]
+    (cached,) = (data / "eval-cache").iterdir()
+    assert json.loads((cached / "vectors.json").read_text())["backend"] == "faiss"

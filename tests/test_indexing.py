@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.chunking import CHUNKING
 from qa.config import Settings
 from qa.indexing import open_index
 from tests.fakes import HashingEncoder
@@ -78,7 +79,7 @@ def test_other_model_triggers_rebuild_keeping_api_articles(settings):
         author=None,
         fingerprint="x",
     )
-    Indexer(store, HashingEncoder(dim=64), chunking=settings.chunking).add([extra], origin=API)
+    Indexer(store, HashingEncoder(dim=64), chunking=CHUNKING).add([extra], origin=API)
     store.close()
 
     other = HashingEncoder(dim=32, name="another-model")

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.chunking import chunk_article
-from qa.config import Settings
+from qa.chunking import CHUNKING, chunk_article
 from qa.corpus import read_articles
 from qa.domain import Article, encoder_input
-from qa.vectors import load_vector_index
+from qa.vectors import VectorConfig, load_vector_index
 from qa.vectors.faiss import FaissIndex
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed: pip install pymilvus milvus-lite")
@@ -27,7 +26,6 @@ XQUAD = Path(__file__).resolve().parents[2] / "shared" / "eval" / "xquad_vi"  # 
 
 def _corpus() -> tuple[list[str], list[str]]:
     """Passage inputs of the seeds and the XQuAD-vi contexts, and questions about them."""
-    settings = Settings()
     articles = list(read_articles([REPO / "seeds"]))
     questions = ["Giá xăng tăng bao nhiêu?", "Ai chủ trì cuộc họp?", "Thời tiết Hà Nội thế nào?"]
     if XQUAD.is_dir():
@@ -36,7 +34,7 @@ def _corpus() -> tuple[list[str], list[str]]:
             articles.append(Article(row["context_id"], row["title"], row["text"], datetime(2024, 1, 1), None, None))
         with (XQUAD / "retrieval.jsonl").open(encoding="utf-8") as fh:
             questions += [json.loads(line)["question"] for _, line in zip(range(60), fh, strict=False)]
-    passages = [encoder_input(a.title, p.text) for a in articles for p in chunk_article(a, **settings.chunking)]
+    passages = [encoder_input(a.title, p.text) for a in articles for p in chunk_article(a, **CHUNKING)]
     return passages, questions
 
 
@@ -50,8 +48,8 @@ def vectors(encoder) -> tuple[np.ndarray, np.ndarray]:
 def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
     passages, queries = vectors
     keys = np.arange(len(passages), dtype=np.int64) * 5 + 11
-    settings = Settings(vector_backend="milvus", milvus_uri=str(tmp_path / "milvus.db"))
-    milvus = MilvusIndex.create(settings, passages.shape[1])
+    config = VectorConfig(backend="milvus", milvus_uri=str(tmp_path / "milvus.db"))
+    milvus = MilvusIndex.create(config, passages.shape[1])
     flat = FaissIndex(passages.shape[1], "flat")
     for index in (milvus, flat):
         index.add(keys, passages)
@@ -71,7 +69,7 @@ def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
 
     milvus.save(tmp_path)
     milvus.close()
-    reopened = load_vector_index(settings, tmp_path)
+    reopened = load_vector_index(config, tmp_path)
     assert len(reopened) == len(keys) - 7
     assert np.array_equal(reopened.search(queries[:5], 10).keys, found.keys[:5])
     reopened.close()

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.config import Settings
-from qa.vectors import exact_search, load_vector_index, make_vector_index
+from qa.vectors import VectorConfig, exact_search, load_vector_index, make_vector_index
 from qa.vectors.faiss import FaissIndex, choose_kind, default_params
 
 DIM = 32
@@ -56,7 +55,7 @@ def test_lookup_returns_live_vectors_only(kind: str, tmp_path: Path) -> None:
     assert np.allclose(found, vectors[10:15], atol=ATOL[kind])
     index.save(tmp_path)
     for mmap in (False, True):
-        loaded = load_vector_index(Settings(data_dir=tmp_path, faiss_mmap=mmap), tmp_path)
+        loaded = load_vector_index(VectorConfig(faiss_mmap=mmap), tmp_path)
         present, found = loaded.lookup(asked)
         assert present.sum() == 5 and np.allclose(found, vectors[10:15], atol=ATOL[kind])
         loaded.close()
@@ -120,8 +119,8 @@ def test_save_load_round_trip(kind: str, mmap: bool, tmp_path: Path) -> None:
     queries = unit(np.random.default_rng(6), 30)
     before = index.search(queries, 10)
     index.save(tmp_path)
-    settings = Settings(data_dir=tmp_path, faiss_mmap=mmap)
-    loaded = load_vector_index(settings, tmp_path)
+    config = VectorConfig(faiss_mmap=mmap)
+    loaded = load_vector_index(config, tmp_path)
     assert isinstance(loaded, FaissIndex) and loaded.kind == kind and len(loaded) == len(index)
     after = loaded.search(queries, 10)
     assert np.array_equal(before.keys, after.keys)
@@ -130,7 +129,7 @@ def test_save_load_round_trip(kind: str, mmap: bool, tmp_path: Path) -> None:
     loaded.remove(keys[10:20])
     loaded.add(np.array([10**9], dtype=np.int64), vectors[15:16])
     loaded.save(tmp_path)
-    again = load_vector_index(settings, tmp_path)
+    again = load_vector_index(config, tmp_path)
     _, found = again.search(vectors[15:16], 1)
     assert found[0, 0] == 10**9
     assert len(again) == len(keys) - 20 + 1
@@ -150,9 +149,9 @@ def test_kind_and_parameters_follow_the_corpus_size() -> None:
     assert default_params("ivf", 1_000_000)["nlist"] == 1024
     assert default_params("ivf", 4_000_000)["nlist"] == 2048
     assert default_params("hnsw", 200_000)["m"] > default_params("hnsw", 30_000)["m"]
-    auto = make_vector_index(Settings(), dim=8, expected_size=50_000)
+    auto = make_vector_index(VectorConfig(), dim=8, expected_size=50_000)
     assert auto.kind == "hnsw"
-    forced = make_vector_index(Settings(faiss_index="flat"), dim=8, expected_size=50_000)
+    forced = make_vector_index(VectorConfig(faiss_index="flat"), dim=8, expected_size=50_000)
     assert forced.kind == "flat"
 
 
@@ -169,7 +168,7 @@ def test_an_ivf_flat_index_saved_by_an_earlier_version_still_loads_and_answers(t
         index, keys, vectors = build("ivf")
         assert isinstance(faiss.downcast_index(index._index), faiss.IndexIVFFlat)
         index.save(tmp_path)
-    loaded = load_vector_index(Settings(data_dir=tmp_path), tmp_path)
+    loaded = load_vector_index(VectorConfig(), tmp_path)
     scores, found = loaded.search(vectors[:20], 1)
     assert np.array_equal(found[:, 0], keys[:20]) and np.allclose(scores[:, 0], 1.0, atol=1e-5)
     present, got = loaded.lookup(keys[:5])

@@ -137,6 +137,9 @@ class QueryCache:
 
 # Passage calls up to this many texts are micro-batched across threads (`QueryPathEncoder.encode_passages`).
 SMALL_PASSAGE_CALL = 64
+# Most questions in one forward pass of the question engine: under load the batch grows by itself up to this
+# (qa.encoders.batching), which bounds how long the first question of a batch waits for the last.
+QUERY_MAX_BATCH = 32
 
 
 class QueryPathEncoder:
@@ -149,15 +152,14 @@ class QueryPathEncoder:
         *,
         engine_name: str,
         cache_size: int = 4096,
-        max_batch: int = 32,
-        max_wait: float = 0.0,
+        max_batch: int = QUERY_MAX_BATCH,
     ) -> None:
         self.base = base
         self.name = base.name
         self.dim = base.dim
         self.engine_name = engine_name
         self.cache = QueryCache(cache_size)
-        self.batcher = MicroBatcher(engine, max_batch=max_batch, max_wait=max_wait)
+        self.batcher = MicroBatcher(engine, max_batch=max_batch)
         # Small passage calls (a request's highlight sentences, one article added over the API) from
         # concurrent requests share forward passes too; bulk indexing calls go straight to the model.
         self.passage_batcher = MicroBatcher(
@@ -235,15 +237,14 @@ def with_query_path(base: SentenceTransformerEncoder, settings: Settings) -> Que
         engine,
         engine_name=engine_name,
         cache_size=settings.query_cache_size,
-        max_batch=settings.query_max_batch,
-        max_wait=settings.query_batch_wait_ms / 1000,
+        max_batch=QUERY_MAX_BATCH,
     )
     encoder.encode_queries(["khởi động"])  # warm the question engine too
     log.info(
         "questions encoded by %s (cache %d, max batch %d)",
         engine_name,
         settings.query_cache_size,
-        settings.query_max_batch,
+        QUERY_MAX_BATCH,
     )
     return encoder
 

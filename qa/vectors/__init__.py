@@ -10,26 +10,35 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
-import threading
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from qa.config import Settings
+from qa.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 META_FILE = "vectors.json"
 
-# backend name → "module:Class"; the class has `create(settings, dim, expected_size)` and `load(settings, dir)`.
+# backend name → "module:Class"; the class has `create(config, dim, expected_size)` and `load(config, dir)`.
 BACKENDS = {
     "faiss": "qa.vectors.faiss:FaissIndex",
     "milvus": "qa.vectors.milvus:MilvusIndex",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class VectorConfig:
+    """Which vector backend, and its options. The default is FAISS in the index folder, its kind picked from the
+    corpus size; the service's comes from its settings (`Settings.vectors`), never from the environment here."""
+
+    backend: str = "faiss"
+    faiss_index: str = "auto"  # auto, flat, hnsw or ivf (qa.vectors.faiss.choose_kind)
+    faiss_mmap: bool = False
+    milvus_uri: str | None = None  # a Milvus server, or a milvus-lite .db file; None: a file in the index folder
+    milvus_collection: str = "viqa_passages"
 
 
 class VectorIndexError(RuntimeError):
@@ -77,27 +86,27 @@ def _backend_class(name: str) -> Any:
 
 
 def make_vector_index(
-    settings: Settings, dim: int, expected_size: int = 0, *, directory: Path | None = None
+    config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
 ) -> VectorIndex:
     """A new, empty index of the configured backend, sized for about `expected_size` vectors.
 
     `directory` is where it will be saved (a backend with its own storage may keep its data there).
     """
-    backend = _backend_class(settings.vector_backend)
-    index: VectorIndex = backend.create(settings, dim, expected_size, directory=directory)
+    backend = _backend_class(config.backend)
+    index: VectorIndex = backend.create(config, dim, expected_size, directory=directory)
     log.info("new %s vector index: %s", index.backend, index.describe())
     return index
 
 
-def load_vector_index(settings: Settings, directory: Path) -> VectorIndex:
+def load_vector_index(config: VectorConfig, directory: Path) -> VectorIndex:
     """The index saved in `directory` by `VectorIndex.save`; raises VectorIndexError if missing or damaged."""
     meta = read_meta(directory)
     backend = meta.get("backend")
     if backend is None:
         raise VectorIndexError(f"no vector index metadata in {directory}")
-    if backend != settings.vector_backend:
-        raise VectorIndexError(f"{directory} holds a {backend} index, settings ask for {settings.vector_backend}")
-    return _backend_class(backend).load(settings, directory)  # type: ignore[no-any-return]
+    if backend != config.backend:
+        raise VectorIndexError(f"{directory} holds a {backend} index, settings ask for {config.backend}")
+    return _backend_class(backend).load(config, directory)  # type: ignore[no-any-return]
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -124,24 +133,6 @@ def exact_search(vectors: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: 
     out.scores[:, :take] = np.take_along_axis(top_scores, order, axis=1)
     out.keys[:, :take] = keys[np.take_along_axis(top, order, axis=1)]
     return out
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """`write(temp_path)`, fsync, rename over `path`, fsync the folder: readers see the old file or the new."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        write(str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -21,15 +21,21 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 
-from qa.vectors import Neighbours, VectorIndexError, atomic_write, empty_neighbours, exact_search, read_meta, write_meta
-
-if TYPE_CHECKING:
-    from qa.config import Settings
+from qa.files import atomic_write
+from qa.vectors import (
+    Neighbours,
+    VectorConfig,
+    VectorIndexError,
+    empty_neighbours,
+    exact_search,
+    read_meta,
+    write_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +93,9 @@ class FaissIndex:
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, settings: Settings, dim: int, expected_size: int = 0, *, directory: Path | None = None
+        cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
     ) -> FaissIndex:
-        kind = choose_kind(expected_size) if settings.faiss_index == "auto" else settings.faiss_index
+        kind = choose_kind(expected_size) if config.faiss_index == "auto" else config.faiss_index
         return cls(dim, kind, expected_size=expected_size)
 
     def _new_faiss(self, kind: str, nlist: int | None = None) -> faiss.Index:
@@ -292,11 +298,11 @@ class FaissIndex:
             )
 
     @classmethod
-    def load(cls, settings: Settings, directory: Path, *, mmap: bool | None = None) -> FaissIndex:
+    def load(cls, config: VectorConfig, directory: Path, *, mmap: bool | None = None) -> FaissIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         file = directory / INDEX_FILE
-        mmap = settings.faiss_mmap if mmap is None else mmap
+        mmap = config.faiss_mmap if mmap is None else mmap
         try:
             index = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
             keys = np.load(directory / KEYS_FILE)

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qa.vectors import Neighbours, VectorIndexError, empty_neighbours, read_meta, write_meta
+from qa.vectors import Neighbours, VectorConfig, VectorIndexError, empty_neighbours, read_meta, write_meta
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
-
-    from qa.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +52,13 @@ class MilvusIndex:
 
     @classmethod
     def create(
-        cls, settings: Settings, dim: int, expected_size: int = 0, *, directory: Path | None = None
+        cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
     ) -> MilvusIndex:
         """A fresh, empty collection (an existing one of the same name is dropped: this index is derived)."""
         from pymilvus import DataType
 
-        uri = resolve_uri(settings, directory)
-        self = cls(uri, settings.milvus_collection, dim)
+        uri = resolve_uri(config, directory)
+        self = cls(uri, config.milvus_collection, dim)
         client = self._client
         if client.has_collection(self.collection):
             client.drop_collection(self.collection)
@@ -76,7 +74,7 @@ class MilvusIndex:
         return self
 
     @classmethod
-    def load(cls, settings: Settings, directory: Path) -> MilvusIndex:
+    def load(cls, config: VectorConfig, directory: Path) -> MilvusIndex:
         meta = read_meta(directory)
         uri, collection = meta.get("uri"), meta.get("collection")
         if not uri or not collection:
@@ -151,10 +149,10 @@ class MilvusIndex:
             self._client.close()
 
 
-def resolve_uri(settings: Settings, directory: Path | None) -> str:
+def resolve_uri(config: VectorConfig, directory: Path | None) -> str:
     """`QA_MILVUS_URI`, else a milvus-lite file inside the index folder."""
-    if settings.milvus_uri:
-        return settings.milvus_uri
+    if config.milvus_uri:
+        return config.milvus_uri
     if directory is None:
         raise VectorIndexError("set QA_MILVUS_URI (a Milvus server URI or a local .db file for milvus-lite)")
     return str(Path(directory) / DEFAULT_LITE_FILE)
