@@ -213,21 +213,17 @@ class _Field:
 class LexicalIndex:
     """BM25 over passage keys: accented syllables and phrases, and an accent-free field; safe to share between threads.
 
-    `phrase_weight` 0 drops the phrase field (and its memory); `bigrams` mixes bigrams into the syllable bag.
+    `phrase_weight` 0 drops the phrase field (and its memory).
     """
 
     def __init__(
         self,
         *,
-        bigrams: bool = False,
-        folded_bigrams: bool = True,
         phrase_weight: float = 0.3,
         compact_ratio: float = 0.3,
     ) -> None:
         if phrase_weight < 0:
             raise ValueError("phrase_weight must not be negative")
-        self.bigrams = bigrams
-        self.folded_bigrams = folded_bigrams
         self.phrase_weight = phrase_weight
         self.compact_ratio = compact_ratio
         self._accented = _Field()
@@ -250,12 +246,10 @@ class LexicalIndex:
         for key, text in items:
             syllables = analyze(text, folded=False)
             phrases = _bigrams(syllables) if self.phrase_weight else []
-            accented = syllables + _bigrams(syllables) if self.bigrams else syllables
             # = analyze(text, folded=True, ...) without tokenising the text a second time (most of the cost)
             folded = [f for f in map(_folded_syllable, syllables) if f]
-            if self.folded_bigrams:
-                folded += _bigrams(folded)
-            analysed.append((key, accented, phrases, folded))
+            folded += _bigrams(folded)
+            analysed.append((key, syllables, phrases, folded))
         with self._lock:
             for key, accented, phrases, folded in analysed:
                 if key in self._slot_of:
@@ -294,8 +288,6 @@ class LexicalIndex:
     def _config(self) -> dict[str, object]:
         return {
             "version": SNAPSHOT_VERSION,
-            "bigrams": self.bigrams,
-            "folded_bigrams": self.folded_bigrams,
             "phrase_weight": self.phrase_weight,
         }
 
@@ -334,7 +326,7 @@ class LexicalIndex:
 
         `folded` picks the field: the accent-free one for a question typed without tone marks (`Query.folded`).
         """
-        terms = analyze(question, folded=folded, bigrams=self.folded_bigrams if folded else self.bigrams)
+        terms = analyze(question, folded=folded, bigrams=folded)
         with self._lock:
             size, n_docs = len(self._key_of), len(self._slot_of)
             if folded:
@@ -342,8 +334,7 @@ class LexicalIndex:
             else:
                 scores, bound = self._accented.scores(terms, n_docs, size)
                 if self.phrase_weight:
-                    syllables = terms if not self.bigrams else analyze(question, folded=False)
-                    phrase_scores, phrase_bound = self._phrases.scores(_bigrams(syllables), n_docs, size)
+                    phrase_scores, phrase_bound = self._phrases.scores(_bigrams(terms), n_docs, size)
                     scores += np.float32(self.phrase_weight) * phrase_scores
                     bound += self.phrase_weight * phrase_bound
             key_of = np.frombuffer(self._key_of, dtype=np.int64)[:size].copy()

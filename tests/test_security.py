@@ -1,4 +1,4 @@
-"""Security promises of issue 4: loopback by default, the API key, CORS off unless set, ids are not paths,
+"""Security promises: loopback by default, the API key, CORS off unless set, ids are not paths,
 and protective headers on every response. (The page's CSP is checked in tests/web; the body size limit in
 tests/api/test_errors.py.)"""
 

@@ -110,17 +110,12 @@ class QueryCache:
         self.size = size
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, text: str) -> np.ndarray | None:
         with self._lock:
             vector = self._items.get(text)
-            if vector is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(text)
-            self.hits += 1
+            if vector is not None:
+                self._items.move_to_end(text)
             return vector
 
     def put(self, text: str, vector: np.ndarray) -> None:

@@ -45,7 +45,6 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._busy = False
-        self.batches = 0  # forward passes run (for tests and benchmarks)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         request = _Request(list(texts))
@@ -107,7 +106,6 @@ class MicroBatcher:
                 request.error = exc
                 request.done = True
             return
-        self.batches += 1
         start = 0
         for request in batch:
             request.rows = vectors[start : start + len(request.texts)]

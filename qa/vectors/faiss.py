@@ -298,11 +298,11 @@ class FaissIndex:
             )
 
     @classmethod
-    def load(cls, config: VectorConfig, directory: Path, *, mmap: bool | None = None) -> FaissIndex:
+    def load(cls, config: VectorConfig, directory: Path) -> FaissIndex:
         directory = Path(directory)
         meta = read_meta(directory)
         file = directory / INDEX_FILE
-        mmap = config.faiss_mmap if mmap is None else mmap
+        mmap = config.faiss_mmap
         try:
             index = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
             keys = np.load(directory / KEYS_FILE)
