@@ -80,19 +80,11 @@ class Service:
 
 
 def hit_schema(hit: Hit) -> AskHit:
-    article = hit.article
     return AskHit(
         passage_id=hit.passage.id,
         text=hit.passage.text,
         score=hit.score,
         scores=Scores(dense=hit.dense_score, lexical=hit.lexical_score),
         highlights=[Span(start=s, end=e) for s, e in hit.highlights],
-        article=ArticleRef(
-            id=article.id,
-            title=article.title,
-            published_at=article.published_at,
-            source=article.source,
-            author=article.author,
-            url=article.url,
-        ),
+        article=ArticleRef.model_validate(hit.article, from_attributes=True),
     )

@@ -20,6 +20,7 @@ from qa.schemas import (
     ArticleDetail,
     ArticleIn,
     ArticleList,
+    ArticleRef,
     ArticlesIn,
     ArticleSummary,
     DeletedArticle,
@@ -34,15 +35,7 @@ ArticleId = Annotated[str, Path(description="The article's id.", examples=["002_
 
 
 def _summary(article: Article, passages: int) -> dict[str, object]:
-    return {
-        "id": article.id,
-        "title": article.title,
-        "published_at": article.published_at,
-        "source": article.source,
-        "author": article.author,
-        "url": article.url,
-        "passages": passages,
-    }
+    return {**ArticleRef.model_validate(article, from_attributes=True).model_dump(), "passages": passages}
 
 
 # A news article is a few thousand characters; this bounds the embedding work one article can ask for.

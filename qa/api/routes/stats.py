@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from qa import __version__
@@ -18,17 +20,11 @@ router = APIRouter(prefix="/v1", tags=["service"])
     description="Article and passage counts, the embedding model, the index kind and when it was built and updated.",
 )
 def stats(service: ServiceDep) -> Stats:
-    m = service.store.manifest()
-    return Stats(
-        articles=m.articles,
-        passages=m.passages,
-        model=m.model,
-        dim=m.dim,
-        index_kind=m.index_kind,
-        generation=m.generation,
-        created_at=m.created_at,
-        updated_at=m.updated_at,
-        load_seconds=round(service.load_seconds, 3),
-        version=__version__,
-        sentence_vectors=service.store.has_sentence_vectors(),
+    return Stats.model_validate(
+        {
+            **asdict(service.store.manifest()),
+            "load_seconds": round(service.load_seconds, 3),
+            "version": __version__,
+            "sentence_vectors": service.store.has_sentence_vectors(),
+        }
     )
