@@ -2,8 +2,8 @@
 
 A leader/follower combiner. Callers queue their texts; whoever finds the model idle becomes the leader,
 takes what is queued (up to `max_batch` texts), runs one forward pass and hands each caller its own rows.
-Callers arriving during a pass queue up and become the next batch, so a lone caller waits for nothing
-(`max_wait` adds an optional short gather window) and the batch grows with the load by itself.
+Callers arriving during a pass queue up and become the next batch, so a lone caller waits for nothing and the
+batch grows with the load by itself.
 A failing pass fails exactly the callers whose texts were in it; the next caller becomes the leader.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -34,14 +33,11 @@ class _Request:
 class MicroBatcher:
     """Gathers concurrent `encode(texts)` calls into batched calls of `fn`; thread-safe, never deadlocks."""
 
-    def __init__(self, fn: EncodeFn, *, max_batch: int = 32, max_wait: float = 0.0) -> None:
+    def __init__(self, fn: EncodeFn, *, max_batch: int = 32) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        if not 0.0 <= max_wait <= 0.05:
-            raise ValueError("max_wait must be within [0, 0.05] seconds")
         self.fn = fn
         self.max_batch = max_batch
-        self.max_wait = max_wait
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._busy = False
@@ -77,11 +73,6 @@ class MicroBatcher:
 
     def _gather(self) -> list[_Request]:
         """Called with the lock held: the queued requests that fit in one batch (always at least one)."""
-        if self.max_wait and sum(len(r.texts) for r in self._pending) < self.max_batch:
-            deadline = time.monotonic() + self.max_wait
-            # wait() releases the lock, so followers can queue while the leader gathers.
-            while (left := deadline - time.monotonic()) > 0 and self._count() < self.max_batch:
-                self._cond.wait(left)
         batch: list[_Request] = []
         size = 0
         while self._pending and (not batch or size + len(self._pending[0].texts) <= self.max_batch):
@@ -90,8 +81,6 @@ class MicroBatcher:
             size += len(request.texts)
         return batch
 
-    def _count(self) -> int:
-        return sum(len(r.texts) for r in self._pending)
 
     def _run(self, batch: list[_Request]) -> None:
         """One forward pass for the batch; every request ends done, with its rows or the error."""
