@@ -115,6 +115,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from qa.service import Service
 
     options = SearchOptions(top_k=args.top_k) if args.top_k else SearchOptions()
+    options.filters = args.filters
     service = Service.load(settings)
     try:
         [answer] = service.ask([args.question], options)
@@ -166,6 +167,24 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _FilterOption(argparse.Action):
+    """`qa ask --from/--to/--source`: each value joins `args.filters`, checked at once by the API's own rules
+    (`qa.schemas.Filters`), so a bad date stops the command (exit 2) before the model loads."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from pydantic import ValidationError
+
+        from qa.schemas import Filters
+
+        given = namespace.filters.model_dump(exclude_none=True) if namespace.filters else {}
+        field = self.const
+        given[field] = [*given.get(field, []), values] if field == "sources" else values
+        try:
+            namespace.filters = Filters.model_validate(given)
+        except ValidationError as exc:
+            raise argparse.ArgumentError(self, "; ".join(e["msg"] for e in exc.errors())) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qa", description="Vietnamese semantic question answering over news articles."
@@ -187,6 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("-k", "--top-k", type=int, help="number of passages (default 5)")
     p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    dates = "(Vietnam time unless it carries an offset)"
+    p.add_argument(
+        "--from",
+        action=_FilterOption,
+        const="published_from",
+        dest="filters",
+        metavar="DATE",
+        help=f"only articles published from DATE on: 2020, 2020-05, 2020-05-03 or 2020-05-03T10:00 {dates}",
+    )
+    p.add_argument(
+        "--to",
+        action=_FilterOption,
+        const="published_to",
+        dest="filters",
+        metavar="DATE",
+        help=f"only articles published up to DATE, inclusive: 2020 includes all of 2020 {dates}",
+    )
+    p.add_argument(
+        "--source",
+        action=_FilterOption,
+        const="sources",
+        dest="filters",
+        metavar="NAME",
+        help="only articles of this source (exact, e.g. ANTD.VN); repeat for several",
+    )
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("eval", help="measure retrieval on a retrieval set (contexts.jsonl + questions.jsonl)")

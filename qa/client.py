@@ -13,8 +13,8 @@ running::
                 print("   ", hit.text[span.start : span.end])
 
 Errors raise `QAError` subclasses carrying the server's `code`, `message` and `detail`. Filters are checked
-here before sending (`qa.schemas.Filters`, the server's own rules): a bad date raises `BadRequest` with the
-message the server would give, and `status` None since nothing was sent.
+here before sending (`qa.schemas.Filters`, the server's own rules): a bad date raises the `BadRequest` the
+server would answer (422, same code, message and detail) without sending anything.
 
 Retries never add load to a busy server. A call (read or write alike) is sent again only when it cannot have
 reached the server, or when the server refused it without doing anything:
@@ -179,12 +179,12 @@ class _Call(Generic[M]):
 
 
 def _invalid(exc: ValidationError, *where: str) -> BadRequest:
-    """The `BadRequest` the server would answer for these errors (its message and detail), raised before sending."""
+    """The `BadRequest` the server would answer for these errors (422, its message and detail), made locally."""
     errors = [
         {"loc": ["body", *where, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
     ]
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors[:5])
-    return BadRequest(message, code="invalid_request", detail=errors)
+    return BadRequest(message, status=422, code="invalid_request", detail=errors)
 
 
 def _filters(filters: Filters | Mapping[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from qa.cli import main
+from qa.cli import build_parser, main
+from qa.dates import EXPECTED
+from qa.schemas import Filters
 
 
 @pytest.fixture
@@ -73,3 +77,61 @@ def test_index_jsonl_then_ask(monkeypatch, capsys, tmp_path, default_model_dir):
     assert main(["ask", "Hồ Hoàn Kiếm đón bao nhiêu lượt khách?", "-k", "1"]) == 0
     out = capsys.readouterr().out
     assert "20.000 lượt khách" in out and "01/05/2024 08:00 · Test" in out
+
+
+# --- filters: --from, --to, --source ---------------------------------------------------------------
+
+
+def test_filter_options_become_the_api_filters():
+    args = build_parser().parse_args(
+        ["ask", "q", "--from", "2020", "--to", "2020-06", "--source", "HNP", "--source", "LĐTĐ"]
+    )
+    assert args.filters == Filters(published_from="2020", published_to="2020-06", sources=["HNP", "LĐTĐ"])
+    assert build_parser().parse_args(["ask", "q"]).filters is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--from", "0"], f"argument --from: expected {EXPECTED}; got '0'"),
+        (["--to", "2020-02-30"], f"argument --to: expected {EXPECTED}; got '2020-02-30'"),
+        (["--from", "yesterday"], f"argument --from: expected {EXPECTED}; got 'yesterday'"),
+        (["--to", ""], f"argument --to: expected {EXPECTED}; got ''"),
+        (
+            ["--from", "2021", "--to", "2020"],
+            "argument --to: published_from (2021-01-01T00:00:00+07:00) is after published_to "
+            "(2020-12-31T23:59:59.999999+07:00)",
+        ),
+        (["--source", ""], "argument --source: String should have at least 1 character"),
+    ],
+)
+def test_a_bad_filter_exits_2_with_the_message(capsys, options, message):
+    with pytest.raises(SystemExit) as caught:
+        main(["ask", "câu hỏi", *options])
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_date_fails_before_anything_is_loaded():
+    code = (
+        "import sys\n"
+        "from qa.cli import main\n"
+        "try:\n"
+        "    main(['ask', 'câu hỏi', '--from', '2020-13'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 2, exc.code\n"
+        "heavy = {'torch', 'sentence_transformers', 'faiss', 'qa.service', 'qa.store'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "argument --from: expected an ISO 8601 date" in done.stderr
+
+
+def test_ask_with_filters(env, capsys):
+    question = "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?"
+    assert main(["ask", question, "--json", "--source", "ANTD.VN", "--from", "2019", "--to", "2019-04-11"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits and {h["article"]["id"] for h in hits} == {"004_883b030afed6ad88"}
+    assert main(["ask", question, "--json", "--to", "2019-04-10"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"] == []

@@ -481,7 +481,7 @@ def test_bad_filters_are_refused_before_anything_is_sent(filters, message):
             with pytest.raises(BadRequest) as caught:
                 call()
             error = caught.value
-            assert (error.message, error.status, error.code) == (message, None, "invalid_request")
+            assert (error.message, error.status, error.code) == (message, 422, "invalid_request")
             assert error.detail[0]["loc"][:2] == ["body", "filters"]
     assert sent == []
 

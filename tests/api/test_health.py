@@ -46,7 +46,8 @@ def test_not_ready_until_loaded(service, monkeypatch):
         return Borrowed(**{f.name: getattr(service, f.name) for f in dataclasses.fields(service)})
 
     monkeypatch.setattr(Service, "load", staticmethod(slow_load))
-    with live_server(create_app(service.settings), wait_ready=False) as url, Client(url) as qa:
+    # retries=0: each 503 at once, rather than after the two retries its Retry-After invites.
+    with live_server(create_app(service.settings), wait_ready=False) as url, Client(url, retries=0) as qa:
         assert qa.health().status == "ok"
         for call in (qa.ready, qa.stats, qa.list_articles, lambda: qa.ask("Cầu Giấy"), lambda: qa.get_article("x")):
             with pytest.raises(ServiceUnavailable, match="still loading") as caught:
@@ -66,7 +67,7 @@ def test_not_ready_until_loaded(service, monkeypatch):
 
 
 async def _async_not_ready(url: str) -> None:
-    async with AsyncClient(url) as qa:
+    async with AsyncClient(url, retries=0) as qa:
         assert (await qa.health()).status == "ok"
         with pytest.raises(ServiceUnavailable, match="still loading"):
             await qa.ready()
@@ -79,7 +80,7 @@ def test_failed_load_stays_503_with_the_reason(service, monkeypatch):
         raise RuntimeError("no index here")
 
     monkeypatch.setattr(Service, "load", staticmethod(broken_load))
-    with live_server(create_app(service.settings), wait_ready=False) as url, Client(url) as qa:
+    with live_server(create_app(service.settings), wait_ready=False) as url, Client(url, retries=0) as qa:
         for _ in range(100):
             try:
                 qa.ready()
