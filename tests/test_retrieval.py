@@ -126,3 +126,27 @@ def test_a_passage_deleted_before_lookup_makes_room_for_the_next(service, monkey
     result = service.retriever.search(question, top_k=3)
     assert [h.passage.id for h in result.hits] == [h.passage.id for h in full.hits[1:4]]
     assert result.total == full.total - 1
+
+
+def test_a_question_reads_each_thing_from_the_store_once(service, monkeypatch):
+    """Filters resolve once, sentence vectors read to rank serve the highlights too, records come in one round."""
+    from collections import Counter
+
+    from qa.schemas import Filters
+
+    store = service.retriever.store
+    calls: Counter[str] = Counter()
+    for name in ("keys_matching", "search", "search_lexical", "dense_scores", "sentence_vectors", "passages_by_key"):
+        original = getattr(store, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    filters = Filters(sources=["ANTD.VN", "HNP", "LĐTĐ"])
+    hits = service.retriever.search("Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", top_k=5, filters=filters).hits
+    assert hits and all(h.highlights for h in hits[:1])
+    assert calls == dict.fromkeys(
+        ("keys_matching", "search", "search_lexical", "dense_scores", "sentence_vectors", "passages_by_key"), 1
+    ), calls
