@@ -81,7 +81,6 @@ class MicroBatcher:
             size += len(request.texts)
         return batch
 
-
     def _run(self, batch: list[_Request]) -> None:
         """One forward pass for the batch; every request ends done, with its rows or the error."""
         texts = [t for r in batch for t in r.texts]
