@@ -53,6 +53,13 @@ test: install browser
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The property and schema tests (the `hypothesis` mark) under the fuzz profile of tests/conftest.py: fresh random
+# examples each run, ten times as many as `make test`, and the local example database (.hypothesis/). ~10 min on
+# 2 cores. A failure found here becomes an `@example(...)` (or a plain test) in the deterministic suite.
+.PHONY: fuzz
+fuzz: install
+	$(BIN)/python -m pytest -m hypothesis --hypothesis-profile=fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check qa tests
 	$(BIN)/ruff format --check qa tests

@@ -1,6 +1,8 @@
 """Writes to a store as fast as it can until killed: the subject of the kill -9 tests in test_crash.py.
 
-Run as `python -m tests.crash_worker INDEX_DIR SEED`.
+Run as `python -m tests.crash_worker INDEX_DIR SEED`. Prints `started`, then `committed GENERATION` after each
+write returns, so the test can kill it after a chosen number of writes and check that each one it was told of
+survived. The writes depend on SEED only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,21 @@ def body(rng: random.Random, version: int) -> str:
     return " ".join(sentences)
 
 
+def articles(rng: random.Random, ids: list[int], version: int) -> list[Article]:
+    return [
+        Article(
+            id=f"a{i}",
+            title=f"Bài {i}",
+            body=body(rng, version),
+            published_at=None,
+            source=None,
+            author=None,
+            fingerprint=f"{i}-{version}",
+        )
+        for i in ids
+    ]
+
+
 def main(path: Path, seed: int) -> None:
     encoder = HashingEncoder()
     store = (
@@ -42,20 +59,9 @@ def main(path: Path, seed: int) -> None:
         ids = rng.sample(range(40), rng.randint(1, 8))
         if rng.random() < 0.2:
             indexer.delete([f"a{i}" for i in ids])
-            continue
-        articles = [
-            Article(
-                id=f"a{i}",
-                title=f"Bài {i}",
-                body=body(rng, version),
-                published_at=None,
-                source=None,
-                author=None,
-                fingerprint=f"{i}-{version}",
-            )
-            for i in ids
-        ]
-        indexer.add(articles, origin="api", commit_every=rng.choice([1, 10, 1000]))
+        else:
+            indexer.add(articles(rng, ids, version), origin="api", commit_every=rng.choice([1, 10, 1000]))
+        print(f"committed {store.manifest().generation}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ and nothing half-written."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,17 +13,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qa.api import create_app
+from qa.chunking import CHUNKING
 from qa.cli import main
 from qa.config import Settings
 from qa.indexing import Indexer
 from qa.retriever import Retriever
 from qa.service import Service
 from qa.store import Store
-from tests.api.conftest import live_server
 from tests.fakes import HashingEncoder
+from tests.servers import live_server
 
 JSON = {"content-type": "application/json"}
-FAST = 5.0  # seconds: a rejection is quick, whatever the size
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +32,10 @@ def url(service) -> Iterator[str]:
         yield base
 
 
-def _post(url: str, path: str, body: bytes | dict) -> tuple[httpx.Response, float]:
-    started = time.perf_counter()
+def _post(url: str, path: str, body: bytes | dict) -> httpx.Response:
     if isinstance(body, bytes):
-        r = httpx.post(f"{url}{path}", content=body, headers=JSON, timeout=60)
-    else:
-        r = httpx.post(f"{url}{path}", json=body, timeout=60)
-    return r, time.perf_counter() - started
+        return httpx.post(f"{url}{path}", content=body, headers=JSON, timeout=60)
+    return httpx.post(f"{url}{path}", json=body, timeout=60)
 
 
 def _rejected(r: httpx.Response, *, status: int = 422, names: str = "") -> str:
@@ -65,14 +61,12 @@ def _rejected(r: httpx.Response, *, status: int = 422, names: str = "") -> str:
     ],
     ids=["10kB", "1MB", "controls", "zero-width", "punctuation", "whitespace"],
 )
-def test_bad_questions_are_422_fast(url, question, names):
-    r, seconds = _post(url, "/v1/ask", {"question": question})
-    _rejected(r, names=names)
-    assert seconds < FAST
+def test_bad_questions_are_422(url, question, names):
+    _rejected(_post(url, "/v1/ask", {"question": question}), names=names)
 
 
 def test_control_characters_inside_a_question_are_dropped(url):
-    r, _ = _post(url, "/v1/ask", {"question": "Quận Nam Từ Liêm\x00 có bao\x07 nhiêu\x1b đảng viên?", "top_k": 1})
+    r = _post(url, "/v1/ask", {"question": "Quận Nam Từ Liêm\x00 có bao\x07 nhiêu\x1b đảng viên?", "top_k": 1})
     assert r.status_code == 200, r.text
     assert "10.254" in r.json()["hits"][0]["text"]
 
@@ -95,12 +89,11 @@ def test_control_characters_inside_a_question_are_dropped(url):
          "cesu", "padded"],
 )  # fmt: skip
 def test_bad_ask_bodies_are_422(url, body, names):
-    r, seconds = _post(url, "/v1/ask", body)
+    r = _post(url, "/v1/ask", body)
     if body.endswith(b" " * 10 + b"}"):
         assert r.status_code == 200, r.text  # ...and whitespace is not an error
         return
     _rejected(r, names=names)
-    assert seconds < FAST
 
 
 @pytest.mark.parametrize(
@@ -115,10 +108,8 @@ def test_bad_ask_bodies_are_422(url, body, names):
     ],
     ids=["33", "100k", "none", "controls", "10kB", "top_k-1e6"],
 )
-def test_bad_batches_are_422_fast(url, body, names):
-    r, seconds = _post(url, "/v1/ask/batch", body)
-    _rejected(r, names=names)
-    assert seconds < FAST
+def test_bad_batches_are_422(url, body, names):
+    _rejected(_post(url, "/v1/ask/batch", body), names=names)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +118,7 @@ def test_bad_batches_are_422_fast(url, body, names):
     ids=["surrogate", "bad-utf8", "not-a-list"],
 )
 def test_bad_batch_bodies_are_422(url, body):
-    _rejected(_post(url, "/v1/ask/batch", body)[0])
+    _rejected(_post(url, "/v1/ask/batch", body))
 
 
 # --- articles -------------------------------------------------------------------------------------
@@ -165,9 +156,7 @@ def _exists(url: str, article_id: str) -> bool:
          "date-vietnamese", "date-number", "long-title", "long-id", "empty-id"],
 )  # fmt: skip
 def test_bad_articles_are_rejected_naming_the_field(url, article, names):
-    r, seconds = _post(url, "/v1/articles", {"articles": [article]})
-    _rejected(r, names=names)
-    assert seconds < FAST
+    _rejected(_post(url, "/v1/articles", {"articles": [article]}), names=names)
     assert not (article["id"] and _exists(url, str(article["id"])))
 
 
@@ -192,12 +181,12 @@ def test_5mb_body_is_413_under_a_smaller_limit(service):
     ids=["empty", "no-articles", "object", "bad-utf8", "surrogate-body", "surrogate-id", "null"],
 )
 def test_bad_article_bodies_are_422(url, body):
-    _rejected(_post(url, "/v1/articles", body)[0])
+    _rejected(_post(url, "/v1/articles", body))
 
 
 def test_html_is_accepted_and_stored_as_text(url):
     html = '<p>Hà Nội <b>mở</b> cầu.</p><script>alert("x")</script><img src=x onerror=alert(1)> Xong.'
-    r, _ = _post(url, "/v1/articles", {"articles": [_article("test-html", body=html, title="<i>Cầu</i>")]})
+    r = _post(url, "/v1/articles", {"articles": [_article("test-html", body=html, title="<i>Cầu</i>")]})
     try:
         assert r.status_code == 200, r.text
         stored = httpx.get(f"{url}/v1/articles/test-html")
@@ -211,7 +200,7 @@ def test_a_rejected_request_writes_none_of_its_articles(url):
     """Two good articles and a bad one in one request: 422, and neither good one exists afterwards."""
     articles = [_article("test-good-1"), _article("test-good-2"), _article("test-bad", published_at="mai")]
     before = httpx.get(f"{url}/v1/stats").json()
-    _rejected(_post(url, "/v1/articles", {"articles": articles})[0], names="articles[2]")
+    _rejected(_post(url, "/v1/articles", {"articles": articles}), names="articles[2]")
     assert not _exists(url, "test-good-1") and not _exists(url, "test-good-2")
     after = httpx.get(f"{url}/v1/stats").json()
     assert (after["articles"], after["generation"]) == (before["articles"], before["generation"])
@@ -219,7 +208,7 @@ def test_a_rejected_request_writes_none_of_its_articles(url):
 
 def test_duplicate_ids_reject_the_whole_request(url):
     articles = [_article("test-dup-a"), _article("test-dup-b"), _article("test-dup-a")]
-    _rejected(_post(url, "/v1/articles", {"articles": articles})[0], names="test-dup-a")
+    _rejected(_post(url, "/v1/articles", {"articles": articles}), names="test-dup-a")
     assert not _exists(url, "test-dup-a") and not _exists(url, "test-dup-b")
 
 
@@ -241,9 +230,9 @@ class FailingEncoder(HashingEncoder):
 def test_a_failure_half_way_through_a_request_writes_nothing(tmp_path):
     """A big request (more passages than one commit batch) failing late: none of its articles is kept."""
     encoder = FailingEncoder(fail_on=12)
-    settings = Settings(data_dir=tmp_path, seeds=tmp_path / "none", batch_size=32)
-    store = Store.create(tmp_path / "default", model=encoder.name, dim=encoder.dim, chunking=settings.chunking)
-    indexer = Indexer(store, encoder, chunking=settings.chunking, batch_size=settings.batch_size)
+    settings = Settings(data_dir=tmp_path, seeds=tmp_path / "none")
+    store = Store.create(tmp_path / "default", model=encoder.name, dim=encoder.dim, chunking=CHUNKING)
+    indexer = Indexer(store, encoder, chunking=CHUNKING)
     service = Service(settings, encoder, store, indexer, Retriever(store, encoder), 0.0)  # type: ignore[arg-type]
     try:
         client = TestClient(create_app(service=service), raise_server_exceptions=False)

@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from qa.api import create_app
 from qa.cli import main
 from qa.config import Settings
 from qa.service import Service
-from tests.api.conftest import live_server
 from tests.conftest import REPO_ROOT
+from tests.servers import live_server, wait_for
 
 SEED = "004_883b030afed6ad88.txt"  # the shortest seed: a real index in a few seconds
 QUESTION = "Hà Nội"
@@ -156,6 +155,11 @@ def test_damaged_derived_files_are_rebuilt_from_the_database(index_dir, capsys, 
 # --- the server -----------------------------------------------------------------------------------
 
 
+def _load_ended(url: str) -> bool:
+    r = httpx.get(f"{url}/readyz")
+    return r.status_code == 200 or "failed" in r.text
+
+
 @pytest.mark.parametrize(
     "damage",
     [garbage_header, truncated, database_missing, garbage_inside],
@@ -166,11 +170,9 @@ def test_server_stays_up_and_says_why_it_is_not_ready(index_dir, monkeypatch, en
     load = Service.load
     monkeypatch.setattr(Service, "load", staticmethod(lambda settings, **kw: load(settings, encoder=encoder, **kw)))
     with live_server(create_app(Settings()), wait_ready=False) as url:
-        for _ in range(200):
-            r = httpx.get(f"{url}/readyz")
-            if "failed" in r.json()["error"]["message"]:
-                break
-            threading.Event().wait(0.05)
+        # The load runs in the background: wait until it has ended, in failure (the state under test) or not.
+        wait_for(lambda: _load_ended(url), what="the background load ending")
+        r = httpx.get(f"{url}/readyz")
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
         message = r.json()["error"]["message"]
         assert str(index_dir) in message and "qa index" in message, message

@@ -1,4 +1,5 @@
-"""Headless Chromium (Debian's chromium + chromedriver, driven by Selenium) and a real uvicorn server on loopback.
+"""Headless Chromium (Debian's chromium + chromedriver, driven by Selenium), and `serve`: the tests' real uvicorn
+server on loopback (`tests.servers.live_server`).
 
 Shared by the browser tests and docs/take_screenshots.py. Nothing here downloads a browser or a driver.
 """
@@ -7,18 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.servers import live_server as serve
+
 if TYPE_CHECKING:
-    from fastapi import FastAPI
     from selenium.webdriver.remote.webdriver import WebDriver
+
+__all__ = ["chromium", "missing_browser", "serve", "set_viewport"]
 
 CHROMIUM = Path(os.environ.get("QA_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("QA_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -79,28 +80,3 @@ def set_viewport(driver: WebDriver, width: int, height: int, *, mobile: bool = F
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
     )
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a background thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="qa-web-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
