@@ -95,7 +95,7 @@ def read_questions(path: Path) -> list[Question]:
 def cache_key(contexts: Path, model: str, chunking: dict[str, int], sentence_vectors: bool = True) -> str:
     digest = hashlib.sha256(Path(contexts).read_bytes())
     config: dict[str, Any] = {"model": model, "chunking": chunking}
-    if not sentence_vectors:  # (keeps the keys of indexes cached before sentence vectors existed distinct)
+    if not sentence_vectors:  # only the non-default setting enters the key: default-setting keys stay valid
         config["sentence_vectors"] = False
     digest.update(json.dumps(config, sort_keys=True).encode())
     return digest.hexdigest()[:20]

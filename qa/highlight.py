@@ -41,7 +41,8 @@ def _terms(text: str, folded: bool) -> list[str]:
     return [strip_accents(t) for t in tokens] if folded else tokens
 
 
-# Weight of the standardised lexical overlap next to the standardised cosine (chosen on both dev sets).
+# Weight of the standardised lexical overlap next to the standardised cosine, chosen on both dev sets
+# (benchmarks/quality.md, "Highlighting").
 LEXICAL_WEIGHT = 0.5
 
 

@@ -4,11 +4,11 @@ Three fields per passage: the accented syllables of `qa.text.tokenize`; their ad
 ("phrases": Vietnamese words are mostly two syllables, so a bigram stands for a word); and the syllables with
 every diacritic removed plus their bigrams. A question typed with tone marks is scored as
 BM25(syllables) + `phrase_weight` * BM25(phrases), a BM25F-style sum in which the word-level field refines the
-syllable ranking without swamping it (+1.4 points R@1 on MLQA-vi, +0.4 on XQuAD-vi; mixing bigrams into the
-syllable bag instead cost 2-4 points). A question without tone marks is scored against the accent-free field
-only, so "duong" meets both "đường" and "dương" while "đường" typed with its marks stays apart from "dương";
-there the bigrams share one bag with the syllables (+3 points R@1 on XQuAD-vi without marks).
-See benchmarks/quality.md. Postings are append-only arrays; a removed passage is a tombstone until compaction.
+syllable ranking without swamping it (mixing the bigrams into the syllable bag instead ranked worse). A question
+without tone marks is scored against the accent-free field only, so "duong" meets both "đường" and "dương" while
+"đường" typed with its marks stays apart from "dương"; there the bigrams share one bag with the syllables, which
+ranks better than syllables alone. The sweeps behind these choices are in benchmarks/quality.md.
+Postings are append-only arrays; a removed passage is a tombstone until compaction.
 """
 
 from __future__ import annotations

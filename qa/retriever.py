@@ -330,7 +330,7 @@ class Retriever:
         if not self.fusion.sentence_weight or not dense:
             return None
         stored = self.store.sentence_vectors(keys=list(dense))
-        if len(stored) < len(dense):  # indexed without them (QA_SENTENCE_VECTORS=false, or an older index)
+        if len(stored) < len(dense):  # indexed without them (QA_SENTENCE_VECTORS=false)
             return None
         return stored
 

@@ -3,9 +3,10 @@
 SQLite is the source of truth and the commit point: every write is one transaction that also stores the
 passage vectors and bumps a generation counter. The vector index (FAISS files, or a Milvus collection) is a
 derived cache saved after the commit (write aside, fsync, rename); if a crash leaves it behind the database,
-or its kind no longer suits the corpus size, `Store.open` rebuilds it from the stored vectors. The BM25 index
-(`qa.lexical`) is derived too: built from the stored passages at open and updated under the same lock as the
-vector index on every write. The store knows nothing of parsing, chunking or models.
+or its kind does not suit the corpus size, `Store.open` rebuilds it from the stored vectors. The BM25 index
+(`qa.lexical`) is derived too: loaded at open from its snapshot when that matches the database, else rebuilt from
+the stored passages, and updated under the same lock as the vector index on every write. The store knows nothing
+of parsing, chunking or models.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ DB_FILE = "store.sqlite"
 FAISS_FILE = INDEX_FILE
 MANIFEST_FILE = "manifest.json"
 LEXICAL_FILE = "lexical.snapshot"
-# Below this many passages BM25 is rebuilt at every open (≤ ~6 s) and no snapshot is written.
+# Below this many passages rebuilding BM25 at every open is quick, so no snapshot is written; for a large corpus
+# the rebuild would dominate start-up (benchmarks/README.md, "Start-up at 100k passages").
 LEXICAL_SNAPSHOT_MIN = 5_000
 
 _SCHEMA = """
@@ -235,11 +237,11 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         # Reads through a memory map of the file (the OS page cache; SQLite caps it at 2 GiB) instead of a read()
-        # per page into a 2 MB private cache: fetching 100 random passages' sentence vectors at 100k passages
-        # took 5-6 ms (p95 18) that way, 0.9 ms mapped. Writes still go through the WAL.
+        # per page into a 2 MB private cache: much faster for the scattered reads of the candidates' sentence
+        # vectors (benchmarks/README.md, "Latency"). Writes still go through the WAL.
         conn.execute("PRAGMA mmap_size=2147418112")
         conn.executescript(_SCHEMA)
-        conn.isolation_level = "DEFERRED"  # `with conn:` now wraps a real transaction
+        conn.isolation_level = "DEFERRED"  # from here on, `with conn:` wraps a real transaction
         return conn
 
     @property
@@ -290,7 +292,7 @@ class Store:
 
     def _load_lexical(self) -> None:
         """BM25 from its snapshot when that was taken at the database's current generation, else rebuilt by
-        tokenising every stored passage (~120 s per 100k passages on one core) and snapshotted for next time."""
+        tokenising every stored passage (slow for a large corpus) and snapshotted for next time."""
         started = time.perf_counter()
         manifest = self.manifest()
         generation = manifest.generation
@@ -510,8 +512,8 @@ class Store:
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
 
-        From the vector index's own copy where the backend keeps one (FAISS: ~0.05 ms for 50 keys), else from
-        SQLite, the source of truth (~0.1 ms for 50 keys when cached, ~4 ms when the pages are cold at 100k).
+        From the vector index's own copy where the backend keeps one (FAISS: in memory, the fast path), else from
+        SQLite, the source of truth (slower, and much slower when its pages are not in the cache).
         """
         out = np.full(len(keys), np.nan, dtype=np.float32)
         if not keys:

@@ -43,7 +43,7 @@ def normalize(text: str) -> str:
     text = _SURROGATES.sub("", text)
     text = _LINE_BREAKS.sub("\n", text)
     # Printable means no control, format or whitespace character other than " ": nothing to map (the
-    # common case, checked at C speed; the per-character pass is ~5x slower than everything else here).
+    # common case, checked at C speed; the per-character pass is by far the slowest step here).
     if not text.replace("\n", "").isprintable():
         text = "".join(_clean_char(char) for char in text)
     text = _SPACE_RUN.sub(" ", text)
@@ -109,7 +109,8 @@ def _canonical_syllable(match: re.Match[str]) -> str:
     return _canonical_word(match.group())
 
 
-# Vietnamese has a few thousand distinct syllables: caching makes tokenising a corpus ~10x faster.
+# Vietnamese has a few thousand distinct syllables: caching makes tokenising a corpus much faster
+# (benchmarks/quality.md, "Lexical index cost").
 @lru_cache(maxsize=65_536)
 def _canonical_word(word: str) -> str:
     parts = [_split_letter(char) for char in word]

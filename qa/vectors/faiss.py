@@ -3,15 +3,16 @@
 - flat: `IndexIDMap2(IndexFlatIP)`, exact; a delete compacts in place.
 - hnsw: `IndexIDMap2(IndexHNSWFlat)`. HNSW cannot delete, so a removed key becomes a tombstone excluded from
   every search (an ID selector); the graph is rebuilt without them once they pass 20% of the index.
-- ivf: `IndexIVFScalarQuantizer` with 16-bit floats (half the memory of raw floats, cosines within ~0.001, and
-  about 2x faster to scan than IVF-Flat; 8-bit codes lost recall) holding the keys itself (an IDMap over IVF
-  mis-maps ids after a delete); trained on the first vectors added, cells ≈ √n, probes derived from the cell
-  count. Deletes are native. Indexes saved as IVF-Flat by earlier versions still load and work.
+- ivf: `IndexIVFScalarQuantizer` with 16-bit floats (half the memory of raw floats, cosines barely moved, and
+  faster to scan than IVF-Flat for the same recall, benchmarks/README.md; 8-bit codes lost recall) holding the
+  keys itself (an IDMap over IVF mis-maps ids after a delete); trained on the first vectors added, cells ≈ √n,
+  probes derived from the cell count. Deletes are native. An IVF-Flat index file loads and works as well.
 A filter (`allowed`) is an ID selector; a selective one (few keys) is scored exactly instead, since graph
 and cell searches under a narrow filter return too few hits. The live keys are kept sorted beside the index
 (`vectors.keys.npy`) so membership checks never scan the corpus.
-Loading memory-maps the vectors (FAISS' IO_FLAG_MMAP_IFC): start-up is instant and processes share the page
-cache. A mapped index is read-only (FAISS aborts on a write), so the first write re-reads the file into memory.
+Loading reads the file into memory, or with `VectorConfig.faiss_mmap` memory-maps it (FAISS' IO_FLAG_MMAP_IFC):
+start-up is then instant and processes share the page cache, but each page is faulted in on first use. A mapped
+index is read-only (FAISS aborts on a write), so the first write re-reads the file into memory.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ INDEX_FILE = "vectors.faiss"
 KEYS_FILE = "vectors.keys.npy"
 KINDS = ("flat", "hnsw", "ivf")
 
-FLAT_MAX = 20_000  # exact search is ≤ ~3 ms a question below this (384 dims, 2 cores)
-HNSW_MAX = 500_000  # HNSW up to here; IVF beyond: ~10x faster to build, true deletes, less memory per vector
+# Build and search times of each kind by corpus size: benchmarks/README.md, section 4.
+FLAT_MAX = 20_000  # exact search stays fast below this
+HNSW_MAX = 500_000  # HNSW up to here; IVF beyond: much faster to build, true deletes, less memory per vector
 EXACT_FILTER_MAX = 4_096  # an `allowed` set this small is scored exactly
 TOMBSTONE_RATIO = 0.2
 
@@ -63,9 +65,9 @@ def default_params(kind: str, size: int) -> dict[str, int]:
         return {"m": m, "ef_construction": 2 * m + 16, "ef_search": 64 if size < 100_000 else 128}
     if kind == "ivf":
         nlist = 2 ** max(4, round(math.log2(math.sqrt(max(size, 1)))))
-        # A fifth of the cells. 1M e5-like synthetic vectors, one thread: nprobe 192 gave recall@10 0.953 in
-        # 8.0 ms, 224 0.966 in 9.0 ms, 256 0.976 in 9.6 ms (IVF-Flat: 0.978 in 17 ms); nlist 2048 was no better
-        # per millisecond. benchmarks/README.md has the whole curve.
+        # A fifth of the cells: about the fewest probes that meet the recall@10 target of benchmarks/README.md on
+        # e5-like vectors at 1M (section 4 has the recall/latency curve against nprobe); more cells were no better
+        # per millisecond.
         return {"nlist": nlist, "nprobe": max(16, nlist // 5)}
     return {}
 
@@ -229,7 +231,7 @@ class FaissIndex:
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which of `keys` are live (a bool mask) and their stored vectors, in order (IVF: from 16-bit floats).
 
-        The retriever scores lexical-only candidates with these: from memory, ~100x faster than reading SQLite.
+        The retriever scores lexical-only candidates with these: from memory, far faster than reading SQLite.
         """
         keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
@@ -258,7 +260,7 @@ class FaissIndex:
             params.sel = sel[0]
         take = min(k, pool)
         # FAISS parallelises over questions: one question runs on one thread anyway, and idle OpenMP workers
-        # spinning beside the question encoder's own threads cost a search 2-4 ms on 2 cores (measured).
+        # spinning beside the question encoder's own threads slow the search down on a small machine.
         threads = faiss.omp_get_max_threads()
         if len(queries) == 1:
             faiss.omp_set_num_threads(1)  # this thread's setting only (an OpenMP ICV)
