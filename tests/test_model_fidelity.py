@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,9 +86,7 @@ def test_loaded_model_is_configured_like_e5(st_model: SentenceTransformer) -> No
 
 def test_materialize_is_idempotent(default_model_dir: Path) -> None:
     before = {name: (default_model_dir / name).stat().st_mtime_ns for name in (MARKER_FILE, "model.safetensors")}
-    started = time.perf_counter()
     assert materialize(default_model_dir) == default_model_dir
-    assert time.perf_counter() - started < 2.0
     after = {name: (default_model_dir / name).stat().st_mtime_ns for name in before}
     assert after == before
 
