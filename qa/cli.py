@@ -207,30 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, help="number of passages (default 5)")
     p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
     dates = "(Vietnam time unless it carries an offset)"
-    p.add_argument(
-        "--from",
-        action=_FilterOption,
-        const="published_from",
-        dest="filters",
-        metavar="DATE",
-        help=f"only articles published from DATE on: 2020, 2020-05, 2020-05-03 or 2020-05-03T10:00 {dates}",
-    )
-    p.add_argument(
-        "--to",
-        action=_FilterOption,
-        const="published_to",
-        dest="filters",
-        metavar="DATE",
-        help=f"only articles published up to DATE, inclusive: 2020 includes all of 2020 {dates}",
-    )
-    p.add_argument(
-        "--source",
-        action=_FilterOption,
-        const="sources",
-        dest="filters",
-        metavar="NAME",
-        help="only articles of this source (exact, e.g. ANTD.VN); repeat for several",
-    )
+    for flag, field, metavar, explained in (
+        ("--from", "published_from", "DATE", f"published from DATE on: 2020, 2020-05, 2020-05-03, … {dates}"),
+        ("--to", "published_to", "DATE", f"published up to DATE, inclusive: 2020 includes all of 2020 {dates}"),
+        ("--source", "sources", "NAME", "of this source (exact, e.g. ANTD.VN); repeat for several"),
+    ):
+        p.add_argument(
+            flag, action=_FilterOption, const=field, dest="filters", metavar=metavar, help=f"only articles {explained}"
+        )
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("eval", help="measure retrieval on a retrieval set (contexts.jsonl + questions.jsonl)")

@@ -3,37 +3,25 @@ a question asked during start-up is answered once the load is done (reads and wr
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-
 import httpx
 import pytest
 
 from qa.api import create_app
 from qa.client import Client, ServiceUnavailable
-from qa.service import Service
 from tests.api.conftest import live_server
 
 
 @pytest.fixture
-def loading_server(service, monkeypatch):
-    """A real server whose load waits for `release`; yields (url, release)."""
-    release = threading.Event()
+def loading_server(service):
+    """A real server in the state of one still loading; yields (url, finish), `finish()` ending the load."""
+    app = create_app(service=service)
+    app.state.service = None  # what the app holds until its load is done
 
-    class Borrowed(Service):
-        def close(self) -> None:  # the session's service outlives this server
-            pass
+    def finish() -> None:
+        app.state.service = service
 
-    def slow_load(settings, **_):
-        assert release.wait(60)
-        return Borrowed(**{f.name: getattr(service, f.name) for f in dataclasses.fields(service)})
-
-    monkeypatch.setattr(Service, "load", staticmethod(slow_load))
-    with live_server(create_app(service.settings), wait_ready=False) as url:
-        try:
-            yield url, release
-        finally:
-            release.set()
+    with live_server(app, wait_ready=False) as url:
+        yield url, finish
 
 
 @pytest.mark.parametrize("path", ["/readyz", "/v1/stats", "/v1/articles"])
@@ -45,14 +33,12 @@ def test_every_503_while_loading_says_when_to_retry(loading_server, path):
 
 
 def test_a_call_made_while_loading_is_answered_after_the_wait(loading_server):
-    url, release = loading_server
+    url, finish = loading_server
     waits: list[float] = []
 
     def finish_loading(seconds: float) -> None:  # stands in for the wait: the load completes meanwhile
         waits.append(seconds)
-        release.set()
-        with Client(url) as probe:
-            probe.wait_ready(timeout=60)
+        finish()
 
     with Client(url, retries=2) as qa:
         qa._sleep = finish_loading
