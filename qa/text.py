@@ -141,7 +141,8 @@ def canonical_tones(text: str) -> str:
     text = unicodedata.normalize("NFC", _SURROGATES.sub("", text))
     if text.isascii():
         return text
-    return _WORD.sub(_canonical_syllable, text)
+    # Again NFC: a moved tone can leave a letter bare beside a stray combining mark that now composes with it.
+    return unicodedata.normalize("NFC", _WORD.sub(_canonical_syllable, text))
 
 
 def strip_accents(text: str) -> str:
