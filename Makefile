@@ -54,8 +54,9 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The property and schema tests (the `hypothesis` mark) under the fuzz profile of tests/conftest.py: fresh random
-# examples each run, ten times as many as `make test`, and the local example database (.hypothesis/). ~10 min on
-# 2 cores. A failure found here becomes an `@example(...)` (or a plain test) in the deterministic suite.
+# examples each run, fifty times as many as `make test`, and the local example database (.hypothesis/). ~6 min on
+# 2 cores, more when it shrinks a failure. A failure found here becomes an `@example(...)` (or a plain test) in the
+# deterministic suite.
 .PHONY: fuzz
 fuzz: install
 	$(BIN)/python -m pytest -m hypothesis --hypothesis-profile=fuzz --hypothesis-show-statistics $(PYTEST_ARGS)

@@ -28,14 +28,15 @@ settings.register_profile(
     max_examples=DETERMINISTIC_EXAMPLES,
     print_blob=True,
 )
-# `make fuzz`: fresh random examples each run, ten times as many, and the local database (.hypothesis/, not
-# committed) so a failure it finds is replayed first until it is fixed.
+# `make fuzz`: fresh random examples each run, fifty times as many, and the local example
+# database (.hypothesis/, not committed), so a failure it finds is replayed first until it is fixed.
+FUZZ_SCALE = 50
 settings.register_profile(
     "fuzz",
     derandomize=False,
     database=DirectoryBasedExampleDatabase(REPO_ROOT / ".hypothesis" / "examples"),
     deadline=None,
-    max_examples=10 * DETERMINISTIC_EXAMPLES,
+    max_examples=FUZZ_SCALE * DETERMINISTIC_EXAMPLES,
     print_blob=True,
 )
 # `--hypothesis-profile NAME` (hypothesis' pytest option) overrides this, after conftest has loaded. `make fuzz`
@@ -45,7 +46,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def examples(n: int) -> int:
-    """`n` examples in the deterministic run, scaled like the loaded profile's count (ten times under fuzz).
+    """`n` examples in the deterministic run, scaled like the loaded profile's count (`FUZZ_SCALE` times under fuzz).
 
     A test that wants another count than the profile's uses `@settings(max_examples=examples(n))`: a bare
     `max_examples=n` would stay `n` under `make fuzz` too.

@@ -2,7 +2,7 @@
 exception, invariants hold. The single-function properties (normalise idempotent and clean, tokenise never
 raises, chunk spans cover the text) live in tests/test_text.py and tests/test_chunking.py; here are the
 compositions they do not cover, the model's own tokenizer, and the request models. Bounded to run in seconds;
-`make fuzz` runs them with ten times the examples.
+`make fuzz` runs them with fifty times the examples.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Property-based API testing with schemathesis against the OpenAPI document of a real server.
 
-Bounded (30 examples per operation and mode, the same ones on every run; ten times as many, fresh, under
+Bounded (30 examples per operation and mode, the same ones on every run; fifty times as many, fresh, under
 `make fuzz`); asserts no 5xx and no response that breaks the schema. It writes (POST/DELETE articles), so it runs
 against its own small index, not the session's.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -83,3 +84,13 @@ def test_api_conforms_to_its_schema(api_schema, method: str, path: str, mode: Ge
     inner = check.hypothesis.inner_test  # type: ignore[attr-defined]
     inner._hypothesis_internal_add_digest = f"{operation.label} {mode.value}".encode()
     check()
+
+
+# Failures `make fuzz` found, kept as explicit cases so that `make test` checks them on every run.
+
+
+@pytest.mark.xfail(strict=True, reason="open: the question is trimmed before its maxLength (2000) is checked")
+def test_a_question_longer_than_the_schema_allows_is_rejected(fuzz_url: str):
+    # The schema's maxLength is of the question as sent: with the whitespace around it, this one is 2001 long.
+    r = httpx.post(f"{fuzz_url}/v1/ask", json={"question": "\f" + "x" * 2000})
+    assert r.status_code == 422, r.text
