@@ -36,8 +36,16 @@ def _encodable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+def _stripped(value: str) -> str:
+    # Trimmed after the length check, so that `maxLength` holds for the question as sent.
+    value = value.strip()
+    if not value:
+        raise ValueError("the question is empty (whitespace only)")
+    return value
+
+
 Question = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_encodable)
+    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_encodable), AfterValidator(_stripped)
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_encodable)]
 
