@@ -36,6 +36,8 @@ def _encodable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+
+
 def _stripped(value: str) -> str:
     # Trimmed after the length check, so that `maxLength` holds for the question as sent.
     value = value.strip()
