@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from datetime import datetime
@@ -25,7 +26,7 @@ def make_article(article_id: str, body: str, **kw) -> Article:
         published_at=kw.pop("published_at", datetime(2021, 1, 15, 11, 53)),
         source=kw.pop("source", "LĐTĐ"),
         author=kw.pop("author", "X.Sinh"),
-        fingerprint=kw.pop("fingerprint", f"fp-{article_id}-{hash(body)}"),
+        fingerprint=kw.pop("fingerprint", f"fp-{article_id}-{hashlib.sha256(body.encode()).hexdigest()[:16]}"),
         **kw,
     )
 
