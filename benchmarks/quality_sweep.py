@@ -72,15 +72,13 @@ def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
         stored = store.sentence_vectors(keys=keys)
         if len(stored) < len(keys):
             sys.exit(f"{name}: the cached eval index has no sentence vectors (QA_SENTENCE_VECTORS=false?)")
-        field = store.lexical._accented
         n_docs = len(store.lexical)
         terms = {k: [set(tokenize(r.passage.text[a:b])) for a, b in r.passage.sentences] for k, r in records.items()}
         pools = []
         for question, query, vector, row in zip(questions, queries, vectors, ranked, strict=True):
             idf = {}
             for term in dict.fromkeys(tokenize(query.text)):
-                term_id = field.vocabulary.get(term)
-                df = field.df[term_id] if term_id is not None else 0
+                df = store.lexical.doc_freq("syllables", term)
                 idf[term] = math.log(1 + (n_docs - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
             pools.append(
                 Pool(

@@ -27,7 +27,7 @@ import numpy as np
 from qa.domain import Article, Passage, sentence_inputs
 from qa.encoders import Encoder
 from qa.highlight import highlight
-from qa.lexical import LexicalMatches
+from qa.lexical import LexicalHits
 from qa.query import Query
 from qa.schemas import Filters
 from qa.scoring import scaled, zscores
@@ -285,7 +285,7 @@ class Retriever:
         """Each question's ranking, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
             return [
-                _Ranking(_lexical_only(self.store.search_lexical(q, allowed=allowed), depth)) for q in queries
+                _Ranking(_lexical_only(self.store.search_lexical(q, depth, allowed=allowed))) for q in queries
             ], None
         vectors = self.encoder.encode_queries([q.text for q in queries])
         scores, keys = self.store.search(vectors, depth, allowed=allowed)
@@ -309,8 +309,8 @@ class Retriever:
                 return _Ranking([Candidate(k, s, dense_score=s) for k, s in dense.items()])
             pool = set(list(dense)[: self.candidates])
             return _Ranking(fuse(dense, None, pool, self.fusion, 1.0, _best(stored, vector, dense)), stored)
-        matches = self.store.search_lexical(query, allowed=allowed)
-        top_lexical = matches.top(depth)[0].tolist()
+        matches = self.store.search_lexical(query, depth, allowed=allowed)
+        top_lexical = matches.keys.tolist()
         missing = [k for k in top_lexical if k not in dense]
         # A lexical-only candidate gets its exact cosine, so both signals score every candidate.
         for key, score in zip(missing, self.store.dense_scores(vector, missing).tolist(), strict=True):
@@ -318,8 +318,10 @@ class Retriever:
                 dense[key] = score
         # The scale comes from a fixed pool, so paging deeper (a larger depth) never reorders earlier pages.
         pool = set(list(dense)[: self.candidates]) | set(top_lexical[: self.candidates])
-        # BM25 of the candidates only (0 for a dense candidate sharing no term with the question).
-        lexical = dict(zip(dense, matches.scores_for(list(dense)).tolist(), strict=True))
+        # BM25 of every candidate: the dense-only ones asked of the engine (0 where they share no term).
+        lexical = dict(zip(top_lexical, matches.scores.tolist(), strict=True))
+        others = [k for k in dense if k not in lexical]
+        lexical.update(zip(others, self.store.lexical_scores(query, others).tolist(), strict=True))
         stored = self._stored_sentences(dense)
         sentence = None if stored is None else _best(stored, vector, dense)
         ranked = fuse(dense, lexical, pool & dense.keys(), self.fusion, self.fusion.weight_for(query), sentence)
@@ -402,7 +404,7 @@ def _best(stored: dict[int, np.ndarray], vector: np.ndarray, dense: dict[int, fl
     return {k: float((v @ vector).max()) if len(v) else dense[k] for k, v in stored.items()}
 
 
-def _lexical_only(matches: LexicalMatches, depth: int) -> list[Candidate]:
-    bound = matches.bound or 1.0
-    keys, scores = matches.top(depth)
-    return [Candidate(k, s / bound, lexical_score=s) for k, s in zip(keys.tolist(), scores.tolist(), strict=True)]
+def _lexical_only(hits: LexicalHits) -> list[Candidate]:
+    bound = hits.bound or 1.0
+    keys, scores = hits.keys.tolist(), hits.scores.tolist()
+    return [Candidate(k, s / bound, lexical_score=s) for k, s in zip(keys, scores, strict=True)]

@@ -3,10 +3,10 @@
 SQLite is the source of truth and the commit point: every write is one transaction that also stores the
 passage vectors and bumps a generation counter. The vector index (FAISS files, or a Milvus collection) is a
 derived cache saved after the commit (write aside, fsync, rename); if a crash leaves it behind the database,
-or its kind does not suit the corpus size, `Store.open` rebuilds it from the stored vectors. The BM25 index
-(`qa.lexical`) is derived too: loaded at open from its snapshot when that matches the database, else rebuilt from
-the stored passages, and updated under the same lock as the vector index on every write. The store knows nothing
-of parsing, chunking or models.
+or its kind does not suit the corpus size, `Store.open` rebuilds it from the stored vectors. The lexical
+index (`qa.lexical`, tantivy segments in `lexical/`) is derived the same way (`qa.derived`): applied and stamped after
+every commit, rebuilt from the stored passages at open when its stamp is not the database's generation. The store
+knows nothing of parsing, chunking or models.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from qa.dates import VIETNAM_TZ
+from qa.derived import PassageRow
 from qa.domain import Article, Passage, encoder_input
-from qa.files import atomic_write, atomic_write_bytes
-from qa.lexical import LexicalIndex, LexicalMatches
+from qa.files import atomic_write_bytes
+from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, open_lexical_index
 from qa.query import Query
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
@@ -39,10 +40,7 @@ FORMAT_VERSION = 1
 DB_FILE = "store.sqlite"
 FAISS_FILE = INDEX_FILE
 MANIFEST_FILE = "manifest.json"
-LEXICAL_FILE = "lexical.snapshot"
-# Below this many passages rebuilding BM25 at every open is quick, so no snapshot is written; for a large corpus
-# the rebuild would dominate start-up (benchmarks/README.md, "Start-up at 100k passages").
-LEXICAL_SNAPSHOT_MIN = 5_000
+LEXICAL_DIR = "lexical"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -160,8 +158,7 @@ class Store:
         self.vectors = vectors
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
-        self.lexical = LexicalIndex()
-        self._lexical_generation: int | None = None  # the generation of the BM25 snapshot on disk, if known
+        self._lexical: LexicalIndex | None = None
 
     # --- opening -------------------------------------------------------------------------------
     @classmethod
@@ -199,6 +196,8 @@ class Store:
             )
         store = cls(path, conn, vectors)
         store._index = store._new_vector_index(dim, 0)
+        store._lexical = create_lexical_index(path / LEXICAL_DIR)
+        store._lexical.save(0)
         store._save_derived()
         return store
 
@@ -223,7 +222,7 @@ class Store:
         store = cls(path, conn, vectors)
         try:
             store._index = store._load_vectors()
-            store._load_lexical()
+            store._lexical = store._load_lexical()
         except sqlite3.DatabaseError as exc:  # damage past the header only shows when the pages are read
             conn.close()
             raise StoreError(f"index at {path} is corrupt ({exc}): rebuild it with `qa index --rebuild`") from exc
@@ -243,6 +242,11 @@ class Store:
         conn.executescript(_SCHEMA)
         conn.isolation_level = "DEFERRED"  # from here on, `with conn:` wraps a real transaction
         return conn
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        assert self._lexical is not None, "store is closed"
+        return self._lexical
 
     @property
     def index(self) -> VectorIndex:
@@ -290,46 +294,30 @@ class Store:
                  time.perf_counter() - started)  # fmt: skip
         return index
 
-    def _load_lexical(self) -> None:
-        """BM25 from its snapshot when that was taken at the database's current generation, else rebuilt by
-        tokenising every stored passage (slow for a large corpus) and snapshotted for next time."""
+    def _load_lexical(self) -> LexicalIndex:
+        """The saved lexical index if it was saved at the database's generation, else one rebuilt from the stored
+        passages (the analysis is Python: the larger part of a rebuild's time)."""
+        generation = self.manifest().generation
+        index = open_lexical_index(self.path / LEXICAL_DIR)
+        if index is not None and index.saved_generation() == generation:
+            return index
+        reason = "missing or unreadable" if index is None else f"at generation {index.saved_generation()}"
+        log.warning("lexical index in %s %s, the database at %d: rebuilding it", self.path, reason, generation)
+        if index is not None:
+            index.close()
         started = time.perf_counter()
-        manifest = self.manifest()
-        generation = manifest.generation
-        if self.lexical.load(str(self.path / LEXICAL_FILE), self._lexical_tag(manifest)):
-            self._lexical_generation = generation
-            log.info("lexical index: %d passages from its snapshot in %.2f s", len(self.lexical),
-                     time.perf_counter() - started)  # fmt: skip
-            return
+        index = create_lexical_index(self.path / LEXICAL_DIR)
         rows = self._conn.execute(
             "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
-        ).fetchall()
-        self.lexical.add((r[0], encoder_input(r[1], r[2])) for r in rows)
-        log.info("lexical index: %d passages in %.2f s", len(rows), time.perf_counter() - started)
-        if len(rows) >= LEXICAL_SNAPSHOT_MIN:
-            self._save_lexical()
-
-    @staticmethod
-    def _lexical_tag(manifest: Manifest) -> dict[str, object]:
-        """What a BM25 snapshot must carry to be loaded: this database (its creation) at this generation."""
-        return {"created_at": manifest.created_at, "generation": manifest.generation}
-
-    def _lexical_saved(self) -> bool:
-        """The snapshot on disk is of the current generation (nothing to write at close)."""
-        return self._lexical_generation == self.manifest().generation
-
-    def _save_lexical(self) -> None:
-        """Snapshot BM25 stamped with the database's generation (a later write makes it stale, never wrong)."""
-        started = time.perf_counter()
-        manifest = self.manifest()
-        generation, tag = manifest.generation, self._lexical_tag(manifest)
-        try:
-            atomic_write(self.path / LEXICAL_FILE, lambda tmp: self.lexical.save(tmp, tag))
-        except OSError as exc:  # a read-only or full disk costs the next start a rebuild, nothing else
-            log.warning("could not save the BM25 snapshot in %s: %s", self.path, exc)
-            return
-        self._lexical_generation = generation
-        log.info("lexical snapshot saved in %.2f s", time.perf_counter() - started)
+        )
+        total = 0
+        empty = np.empty(0, dtype=np.float32)
+        while batch := rows.fetchmany(20_000):
+            index.apply([], [PassageRow(r[0], encoder_input(r[1], r[2]), empty) for r in batch])
+            total += len(batch)
+        index.save(generation)
+        log.info("lexical index rebuilt: %d passages in %.1f s", total, time.perf_counter() - started)
+        return index
 
     def _iter_vectors(self, batch: int = 10_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         cur = self._conn.execute("SELECT key, vector FROM passages ORDER BY key")
@@ -453,8 +441,9 @@ class Store:
                     new_vectors.append(vectors)
                 self._bump_generation()
             self._apply_to_vectors(old_keys, new_keys, new_vectors)
-            self.lexical.remove(old_keys)
-            self.lexical.add(zip(new_keys, new_texts, strict=True))
+            empty = np.empty(0, dtype=np.float32)
+            self.lexical.apply(old_keys, [PassageRow(k, t, empty) for k, t in zip(new_keys, new_texts, strict=True)])
+            self.lexical.save(self.manifest().generation)
 
     def delete(self, article_ids: Iterable[str]) -> int:
         """Remove articles and their passages; returns how many articles existed."""
@@ -467,7 +456,8 @@ class Store:
                     self._bump_generation()
             if removed:
                 self._apply_to_vectors(old_keys, [], [])
-                self.lexical.remove(old_keys)
+                self.lexical.apply(old_keys, [])
+                self.lexical.save(self.manifest().generation)
         return removed
 
     def _keys_of(self, article_ids: Sequence[str]) -> list[int]:
@@ -505,9 +495,13 @@ class Store:
             scores, keys = self.index.search(queries, min(k, pool), allowed)
         return scores, keys
 
-    def search_lexical(self, query: Query, *, allowed: np.ndarray | None = None) -> LexicalMatches:
-        """BM25 matches for one question (see `LexicalIndex.search`)."""
-        return self.lexical.search(query.text, folded=query.folded, allowed=allowed)
+    def search_lexical(self, query: Query, k: int, *, allowed: np.ndarray | None = None) -> LexicalHits:
+        """The top `k` BM25 matches of one question (see `LexicalIndex.search`)."""
+        return self.lexical.search(query, k, allowed)
+
+    def lexical_scores(self, query: Query, keys: Sequence[int]) -> np.ndarray:
+        """BM25 of one question for each of `keys` (0 where it shares no term)."""
+        return self.lexical.scores_for(query, keys)
 
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
@@ -648,12 +642,8 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            if self._index is not None and len(self.lexical) >= LEXICAL_SNAPSHOT_MIN:
-                try:
-                    if not self._lexical_saved():
-                        self._save_lexical()
-                except (sqlite3.Error, OSError) as exc:  # closing must not fail: the next open rebuilds instead
-                    log.warning("BM25 snapshot not saved at close: %s", exc)
             self._conn.close()
+            if self._lexical is not None:
+                self._lexical.close()
             if self._index is not None:
                 self._index.close()

@@ -11,7 +11,7 @@ import pytest
 from qa.chunking import chunk_text
 from qa.domain import Article
 from qa.query import Query
-from qa.store import DB_FILE, FAISS_FILE, MANIFEST_FILE, Store, StoreError
+from qa.store import DB_FILE, FAISS_FILE, LEXICAL_DIR, MANIFEST_FILE, Store, StoreError
 from tests.fakes import SMALL_CHUNKING, HashingEncoder
 
 ENC = HashingEncoder()
@@ -148,72 +148,66 @@ def test_dense_scores_match_the_stored_vectors_whichever_copy_answers(store):
     assert np.isnan(store.dense_scores(query, [keys[0], 10**9])).all()
 
 
-@pytest.fixture
-def snapshots(monkeypatch):
-    """BM25 snapshots for stores of any size (the threshold spares small stores the file)."""
-    import qa.store
-
-    monkeypatch.setattr(qa.store, "LEXICAL_SNAPSHOT_MIN", 1)
-
-
 def _lexical_top(store, question: str) -> list[int]:
-    return store.search_lexical(Query.parse(question)).top(10)[0].tolist()
+    return store.search_lexical(Query.parse(question), 10).keys.tolist()
 
 
-def test_bm25_snapshot_is_loaded_when_current_and_equals_a_rebuild(tmp_path, snapshots, caplog):
+def test_a_current_lexical_index_is_opened_as_it_is_and_equals_a_rebuild(tmp_path, caplog):
     store = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
     store.upsert([item(make_article("a", BODY_A)), item(make_article("b", BODY_B))], origin="seed")
     expected = _lexical_top(store, "bao nhiêu đảng viên")
-    store.close()  # writes the snapshot
-    assert (tmp_path / "idx" / "lexical.snapshot").is_file()
+    store.close()
     with caplog.at_level("INFO", logger="qa.store"):
         reopened = Store.open(tmp_path / "idx")
-    assert "from its snapshot" in caplog.text
+    assert "rebuilding" not in caplog.text
     assert _lexical_top(reopened, "bao nhiêu đảng viên") == expected
-    assert _lexical_top(reopened, "bao nhieu dang vien") == _lexical_top(store_rebuilt(tmp_path), "bao nhieu dang vien")
+    rebuilt = store_rebuilt(tmp_path)
+    for question in ("bao nhiêu đảng viên", "bao nhieu dang vien"):
+        assert _lexical_top(reopened, question) == _lexical_top(rebuilt, question)
     reopened.close()
+    rebuilt.close()
 
 
 def store_rebuilt(tmp_path):
-    """The same database with its BM25 rebuilt from the passages (no snapshot)."""
+    """The same database with its lexical index rebuilt from the passages."""
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(tmp_path / "idx", copy)
-    (copy / "lexical.snapshot").unlink()
+    shutil.rmtree(copy / LEXICAL_DIR)
     return Store.open(copy)
 
 
-def test_a_write_after_the_snapshot_makes_it_stale_even_after_a_crash(tmp_path, snapshots, caplog):
+def test_a_write_the_lexical_index_missed_is_rebuilt_at_the_next_open(tmp_path, monkeypatch, caplog):
     store = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
     store.upsert([item(make_article("a", BODY_A))], origin="seed")
-    store.close()
-    store = Store.open(tmp_path / "idx")
-    store.upsert([item(make_article("b", BODY_B))], origin="api")  # committed to SQLite ...
-    store._conn.close()  # ... and the process dies before close() could refresh the snapshot
+
+    def dies(*args, **kwargs):  # the process dies after the database committed, before the engine did
+        raise SystemExit
+
+    monkeypatch.setattr(store.lexical, "apply", dies)
+    with pytest.raises(SystemExit):
+        store.upsert([item(make_article("b", BODY_B))], origin="api")
+    store._conn.close()
     with caplog.at_level("INFO", logger="qa.store"):
         reopened = Store.open(tmp_path / "idx")
-    assert "from its snapshot" not in caplog.text
+    assert "rebuilding" in caplog.text
     top = reopened.passages_by_key(_lexical_top(reopened, "đảng viên Nam Từ Liêm")[:1])
     assert next(iter(top.values())).article.id == "b"
     reopened.close()
 
 
-def test_a_damaged_snapshot_means_a_rebuild_not_an_error(tmp_path, snapshots, caplog):
+@pytest.mark.parametrize("damage", ["delete", "garbage"])
+def test_a_damaged_lexical_index_means_a_rebuild_not_an_error(tmp_path, caplog, damage):
     store = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
     store.upsert([item(make_article("b", BODY_B))], origin="seed")
     store.close()
-    snapshot = tmp_path / "idx" / "lexical.snapshot"
-    snapshot.write_bytes(snapshot.read_bytes()[:100])
+    folder = tmp_path / "idx" / LEXICAL_DIR
+    for file in folder.iterdir():
+        if file.name != "viqa-stamp.json":
+            file.unlink() if damage == "delete" else file.write_bytes(b"\x00garbage")
     with caplog.at_level("INFO", logger="qa.store"):
         reopened = Store.open(tmp_path / "idx")
-    assert "unreadable" in caplog.text and "from its snapshot" not in caplog.text
+    assert "rebuilding" in caplog.text
     assert _lexical_top(reopened, "đảng viên")
     reopened.close()
-
-
-def test_small_stores_write_no_snapshot(tmp_path):
-    store = Store.create(tmp_path / "idx", model=ENC.name, dim=ENC.dim, chunking=CHUNKING)
-    store.upsert([item(make_article("a", BODY_A))], origin="seed")
-    store.close()
-    assert not (tmp_path / "idx" / "lexical.snapshot").exists()

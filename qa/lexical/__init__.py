@@ -1,0 +1,61 @@
+"""Lexical retrieval (BM25) behind one interface: `LexicalIndex` (search, scores for given passages, the derived-index
+lifecycle) and a factory. A backend is one module here (`tantivy.py`); the terms always come from the project's own
+analysis (`analysis.py`), so every backend indexes and asks for the same terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from qa.derived import DerivedIndex
+from qa.query import Query
+
+__all__ = ["LexicalHits", "LexicalIndex", "create_lexical_index", "open_lexical_index"]
+
+# Lucene's (and tantivy's) BM25 parameters.
+K1 = 1.2
+B = 0.75
+
+
+class LexicalHits(NamedTuple):
+    """The best matches of a question, best first: `keys` int64 and `scores` float32; `bound` is the best score
+    possible for the question (sum over its terms found in the index of weight * idf * (k1 + 1)), so that
+    scores / bound is an absolute 0..1 measure of lexical match."""
+
+    keys: np.ndarray
+    scores: np.ndarray
+    bound: float
+
+
+class LexicalIndex(DerivedIndex, Protocol):
+    def __len__(self) -> int: ...
+
+    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> LexicalHits:
+        """The top `k` passages sharing a term with `query`, optionally only among `allowed` keys."""
+        ...
+
+    def scores_for(self, query: Query, keys: Sequence[int]) -> np.ndarray:
+        """BM25 (float32) of `query` for each of `keys`; 0 for a key that shares no term or is not indexed."""
+        ...
+
+    def doc_freq(self, field: str, term: str) -> int:
+        """How many passages hold `term` in `field` ("syllables", "phrases" or "folded")."""
+        ...
+
+
+def create_lexical_index(directory: Path) -> LexicalIndex:
+    """A new, empty lexical index in `directory` (replacing whatever was there)."""
+    from qa.lexical.tantivy import TantivyIndex
+
+    return TantivyIndex.create(directory)
+
+
+def open_lexical_index(directory: Path) -> LexicalIndex | None:
+    """The lexical index saved in `directory`, or None when it is missing, unreadable or of another analysis."""
+    from qa.lexical.tantivy import TantivyIndex
+
+    return TantivyIndex.open(directory)
