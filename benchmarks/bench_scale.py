@@ -80,12 +80,12 @@ def run(distribution: str, size: int, kind: str = "auto") -> dict:
     _, truth = flat.search(queries, 10)
     exact = percentiles([timed(lambda q=q: flat.search(q[None], 10)) for q in queries[:40]])
     flat.reset()  # free the exact copy before the index is built
-    index = make_vector_index(VectorConfig(faiss_index=kind), DIM, expected_size=size)
-    build = timed(lambda: index.add(keys, vectors))
     folder = WORK / f"scale-{distribution}-{size}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    save_s = timed(lambda: index.save(folder))
+    index = make_vector_index(VectorConfig(faiss_index=kind), DIM, expected_size=size, directory=folder)
+    build = timed(lambda: index.add(keys, vectors))
+    save_s = timed(lambda: index.save(0))
     np.save(folder / "queries.npy", queries)
     np.save(folder / "truth.npy", truth + 1)  # keys are positions + 1
     described = index.describe()

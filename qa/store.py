@@ -16,16 +16,16 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from qa.dates import VIETNAM_TZ
-from qa.derived import PassageRow
+from qa.derived import DerivedIndex, PassageRow
 from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
 from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, open_lexical_index
@@ -35,6 +35,8 @@ from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_
 from qa.vectors.faiss import INDEX_FILE, choose_kind
 
 log = logging.getLogger(__name__)
+
+D = TypeVar("D", bound=DerivedIndex)
 
 FORMAT_VERSION = 1
 DB_FILE = "store.sqlite"
@@ -197,13 +199,13 @@ class Store:
         store = cls(path, conn, vectors)
         store._index = store._new_vector_index(dim, 0)
         store._lexical = create_lexical_index(path / LEXICAL_DIR)
-        store._lexical.save(0)
-        store._save_derived()
+        store._save_derived(0)
         return store
 
     @classmethod
     def open(cls, path: Path, *, vectors: VectorConfig = VectorConfig()) -> Store:  # noqa: B008 (frozen)
-        """Open an existing store; rebuilds the vector index from the database if stale or of the wrong kind."""
+        """Open an existing store; rebuilds a derived index from the database when it is not current (or the vector
+        index is of the wrong kind for the corpus size)."""
         path = Path(path)
         db = path / DB_FILE
         if not db.is_file():
@@ -263,74 +265,68 @@ class Store:
         return choose_kind(size) if self.vectors.faiss_index == "auto" else self.vectors.faiss_index
 
     def _load_vectors(self) -> VectorIndex:
-        """The saved vector index if it matches the database's generation, else one rebuilt from stored vectors."""
+        """The saved vector index if it is current and of the kind the corpus size calls for, else a rebuilt one."""
         manifest = self.manifest()
-        on_disk = self._read_manifest_file()
-        if on_disk.get("generation") == manifest.generation:
-            try:
-                index = load_vector_index(self.vectors, self.path)
-                wanted = self._wanted_kind(manifest.passages)
-                if len(index) == manifest.passages and index.dim == manifest.dim and wanted in (None, index.kind):
-                    return index
-                log.warning("vector index in %s is a %s index of %d vectors; rebuilding", self.path, index.kind,
-                            len(index))  # fmt: skip
-                index.close()
-            except VectorIndexError as exc:
-                log.warning("vector index in %s unreadable (%s); rebuilding it from the database", self.path, exc)
-        else:
-            log.warning("vector index in %s is behind the database; rebuilding it from stored vectors", self.path)
-        return self._rebuild_vectors(manifest.dim, manifest.passages)
-
-    def _rebuild_vectors(self, dim: int, size: int) -> VectorIndex:
-        started = time.perf_counter()
-        index = self._new_vector_index(dim, size)
-        for keys, vectors in self._iter_vectors():
-            index.add(keys, vectors)
-        if self._index is not None:
-            self._index.close()
-        self._index = index
-        self._save_derived()
-        log.info("vector index rebuilt: %s, %d vectors in %.1f s", index.describe(), len(index),
-                 time.perf_counter() - started)  # fmt: skip
-        return index
+        index: VectorIndex | None = None
+        try:
+            index = load_vector_index(self.vectors, self.path)
+        except VectorIndexError as exc:
+            log.warning("vector index in %s unreadable (%s)", self.path, exc)
+        wanted = self._wanted_kind(manifest.passages)
+        fits = index is not None and len(index) == manifest.passages and index.dim == manifest.dim
+        if index is not None and not (fits and wanted in (None, index.kind)):
+            log.warning("vector index in %s is a %s index of %d vectors", self.path, index.kind, len(index))
+            index.close()
+            index = None
+        return self._current_or_rebuilt(
+            "vector", index, lambda: self._new_vector_index(manifest.dim, manifest.passages), vectors=True
+        )
 
     def _load_lexical(self) -> LexicalIndex:
-        """The saved lexical index if it was saved at the database's generation, else one rebuilt from the stored
-        passages (the analysis is Python: the larger part of a rebuild's time)."""
+        """The saved lexical index if it is current, else one rebuilt from the stored passages (the analysis is
+        Python: the larger part of a rebuild's time)."""
+        return self._current_or_rebuilt(
+            "lexical",
+            open_lexical_index(self.path / LEXICAL_DIR),
+            lambda: create_lexical_index(self.path / LEXICAL_DIR),
+        )
+
+    def _current_or_rebuilt(self, name: str, index: D | None, create: Callable[[], D], *, vectors: bool = False) -> D:
+        """`index` if it was saved at the database's generation, else a new one (`create`) filled from the database
+        and saved at that generation."""
         generation = self.manifest().generation
-        index = open_lexical_index(self.path / LEXICAL_DIR)
-        if index is not None and index.saved_generation() == generation:
+        saved = index.saved_generation() if index is not None else None
+        if index is not None and saved == generation:
             return index
-        reason = "missing or unreadable" if index is None else f"at generation {index.saved_generation()}"
-        log.warning("lexical index in %s %s, the database at %d: rebuilding it", self.path, reason, generation)
+        log.warning(
+            "%s index in %s %s, the database at %d: rebuilding it from the database", name, self.path,
+            "missing or unusable" if index is None else f"saved at generation {saved}", generation,
+        )  # fmt: skip
         if index is not None:
             index.close()
         started = time.perf_counter()
-        index = create_lexical_index(self.path / LEXICAL_DIR)
-        rows = self._conn.execute(
-            "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
-        )
+        index = create()
         total = 0
-        empty = np.empty(0, dtype=np.float32)
-        while batch := rows.fetchmany(20_000):
-            index.apply([], [PassageRow(r[0], encoder_input(r[1], r[2]), empty) for r in batch])
-            total += len(batch)
+        for rows in self._passage_rows(vectors=vectors):
+            index.apply([], rows)
+            total += len(rows)
         index.save(generation)
-        log.info("lexical index rebuilt: %d passages in %.1f s", total, time.perf_counter() - started)
+        log.info("%s index rebuilt: %d passages in %.1f s", name, total, time.perf_counter() - started)
         return index
 
-    def _iter_vectors(self, batch: int = 10_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        cur = self._conn.execute("SELECT key, vector FROM passages ORDER BY key")
-        while rows := cur.fetchmany(batch):
-            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            yield keys, vectors
-
-    def _read_manifest_file(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / MANIFEST_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    def _passage_rows(self, *, vectors: bool, batch: int = 10_000) -> Iterable[list[PassageRow]]:
+        """Every stored passage, in key order, as the derived indexes read it: the vector, or the text."""
+        if vectors:
+            sql = "SELECT key, '', vector FROM passages ORDER BY key"
+        else:
+            sql = "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
+        cursor = self._conn.execute(sql)
+        none = np.empty(0, dtype=np.float32)
+        while rows := cursor.fetchmany(batch):
+            if vectors:
+                yield [PassageRow(r[0], "", np.frombuffer(r[2], dtype=np.float32)) for r in rows]
+            else:
+                yield [PassageRow(r[0], encoder_input(r[1], r[2]), none) for r in rows]
 
     # --- metadata ------------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -365,9 +361,10 @@ class Store:
         data = asdict(self.manifest())
         atomic_write_bytes(self.path / MANIFEST_FILE, json.dumps(data, ensure_ascii=False, indent=2).encode())
 
-    def _save_derived(self) -> None:
-        """Vector index first, then the manifest naming its generation: a crash between them means a rebuild."""
-        self.index.save(self.path)
+    def _save_derived(self, generation: int) -> None:
+        """Each derived index stamped with `generation`, then the manifest (for people: the stamps decide)."""
+        self.index.save(generation)
+        self.lexical.save(generation)
         self._write_manifest()
 
     # --- writes --------------------------------------------------------------------------------
@@ -440,10 +437,9 @@ class Store:
                         )
                     new_vectors.append(vectors)
                 self._bump_generation()
-            self._apply_to_vectors(old_keys, new_keys, new_vectors)
-            empty = np.empty(0, dtype=np.float32)
-            self.lexical.apply(old_keys, [PassageRow(k, t, empty) for k, t in zip(new_keys, new_texts, strict=True)])
-            self.lexical.save(self.manifest().generation)
+            vectors_added = np.vstack(new_vectors)
+            rows = [PassageRow(k, t, v) for k, t, v in zip(new_keys, new_texts, vectors_added, strict=True)]
+            self._apply_derived(old_keys, rows)
 
     def delete(self, article_ids: Iterable[str]) -> int:
         """Remove articles and their passages; returns how many articles existed."""
@@ -455,9 +451,7 @@ class Store:
                 if removed:
                     self._bump_generation()
             if removed:
-                self._apply_to_vectors(old_keys, [], [])
-                self.lexical.apply(old_keys, [])
-                self.lexical.save(self.manifest().generation)
+                self._apply_derived(old_keys, [])
         return removed
 
     def _keys_of(self, article_ids: Sequence[str]) -> list[int]:
@@ -473,12 +467,11 @@ class Store:
             (json.dumps(datetime.now().isoformat(timespec="seconds")),),
         )
 
-    def _apply_to_vectors(self, removed: list[int], added: list[int], vectors: list[np.ndarray]) -> None:
-        if removed:
-            self.index.remove(np.asarray(removed, dtype=np.int64))
-        if added:
-            self.index.add(np.asarray(added, dtype=np.int64), np.vstack(vectors))
-        self._save_derived()
+    def _apply_derived(self, removed: list[int], added: list[PassageRow]) -> None:
+        """A committed write, applied to each derived index, then saved with the database's new generation."""
+        self.index.apply(removed, added)
+        self.lexical.apply(removed, added)
+        self._save_derived(self.manifest().generation)
 
     # --- reads ---------------------------------------------------------------------------------
     def search(

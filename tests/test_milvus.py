@@ -49,8 +49,8 @@ def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
     passages, queries = vectors
     keys = np.arange(len(passages), dtype=np.int64) * 5 + 11
     config = VectorConfig(backend="milvus", milvus_uri=str(tmp_path / "milvus.db"))
-    milvus = MilvusIndex.create(config, passages.shape[1])
-    flat = FaissIndex(passages.shape[1], "flat")
+    milvus = MilvusIndex.create(config, passages.shape[1], directory=tmp_path)
+    flat = FaissIndex(passages.shape[1], "flat", directory=tmp_path / "flat")
     for index in (milvus, flat):
         index.add(keys, passages)
         index.remove(keys[:7])  # deletes agree too
@@ -67,7 +67,7 @@ def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
     allowed = keys[7:200:3]
     assert np.array_equal(flat.search(queries[:5], 10, allowed).keys, milvus.search(queries[:5], 10, allowed).keys)
 
-    milvus.save(tmp_path)
+    milvus.save(1)
     milvus.close()
     reopened = load_vector_index(config, tmp_path)
     assert len(reopened) == len(keys) - 7

@@ -21,11 +21,16 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def build(kind: str, n: int = 2000, seed: int = 0) -> tuple[FaissIndex, np.ndarray, np.ndarray]:
+UNSAVED = Path("/nonexistent/not-saved")  # where an index that a test never saves would go
+
+
+def build(
+    kind: str, n: int = 2000, seed: int = 0, directory: Path = UNSAVED
+) -> tuple[FaissIndex, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     vectors = unit(rng, n)
     keys = np.arange(n, dtype=np.int64) * 7 + 3  # sparse, like SQLite keys after deletes
-    index = FaissIndex(DIM, kind, SMALL[kind], expected_size=n)
+    index = FaissIndex(DIM, kind, SMALL[kind], expected_size=n, directory=directory)
     index.add(keys[: n // 2], vectors[: n // 2])  # two batches: the IVF trains on the first
     index.add(keys[n // 2 :], vectors[n // 2 :])
     return index, keys, vectors
@@ -47,13 +52,13 @@ def test_each_vector_finds_itself(kind: str) -> None:
 
 
 def test_lookup_returns_live_vectors_only(kind: str, tmp_path: Path) -> None:
-    index, keys, vectors = build(kind)
+    index, keys, vectors = build(kind, directory=tmp_path)
     index.remove(keys[:10])  # HNSW keeps them as tombstones: still not live
     asked = np.concatenate([keys[5:15], [999_999]])
     present, found = index.lookup(asked)
     assert present.tolist() == [False] * 5 + [True] * 5 + [False]
     assert np.allclose(found, vectors[10:15], atol=ATOL[kind])
-    index.save(tmp_path)
+    index.save(1)
     for mmap in (False, True):
         loaded = load_vector_index(VectorConfig(faiss_mmap=mmap), tmp_path)
         present, found = loaded.lookup(asked)
@@ -102,7 +107,7 @@ def test_allowed_filter(kind: str, n_allowed: int) -> None:
 
 
 def test_empty_and_oversized_k(kind: str) -> None:
-    index = FaissIndex(DIM, kind, SMALL[kind])
+    index = FaissIndex(DIM, kind, SMALL[kind], directory=UNSAVED)
     scores, found = index.search(unit(np.random.default_rng(2), 2), 5)
     assert found.shape == (2, 5) and (found == -1).all()
     index.add(np.array([1, 2], dtype=np.int64), unit(np.random.default_rng(3), 2))
@@ -114,22 +119,24 @@ def test_empty_and_oversized_k(kind: str) -> None:
 
 @pytest.mark.parametrize("mmap", [True, False])
 def test_save_load_round_trip(kind: str, mmap: bool, tmp_path: Path) -> None:
-    index, keys, vectors = build(kind)
+    index, keys, vectors = build(kind, directory=tmp_path)
     index.remove(keys[:10])
     queries = unit(np.random.default_rng(6), 30)
     before = index.search(queries, 10)
-    index.save(tmp_path)
+    index.save(1)
     config = VectorConfig(faiss_mmap=mmap)
     loaded = load_vector_index(config, tmp_path)
     assert isinstance(loaded, FaissIndex) and loaded.kind == kind and len(loaded) == len(index)
+    assert loaded.saved_generation() == 1
     after = loaded.search(queries, 10)
     assert np.array_equal(before.keys, after.keys)
     assert np.allclose(before.scores, after.scores)
     # Writes after a (memory-mapped) load work, and a second save/load sees them.
     loaded.remove(keys[10:20])
     loaded.add(np.array([10**9], dtype=np.int64), vectors[15:16])
-    loaded.save(tmp_path)
+    loaded.save(2)
     again = load_vector_index(config, tmp_path)
+    assert again.saved_generation() == 2
     _, found = again.search(vectors[15:16], 1)
     assert found[0, 0] == 10**9
     assert len(again) == len(keys) - 20 + 1
@@ -149,9 +156,9 @@ def test_kind_and_parameters_follow_the_corpus_size() -> None:
     assert default_params("ivf", 1_000_000)["nlist"] == 1024
     assert default_params("ivf", 4_000_000)["nlist"] == 2048
     assert default_params("hnsw", 200_000)["m"] > default_params("hnsw", 30_000)["m"]
-    auto = make_vector_index(VectorConfig(), dim=8, expected_size=50_000)
+    auto = make_vector_index(VectorConfig(), dim=8, expected_size=50_000, directory=UNSAVED)
     assert auto.kind == "hnsw"
-    forced = make_vector_index(VectorConfig(faiss_index="flat"), dim=8, expected_size=50_000)
+    forced = make_vector_index(VectorConfig(faiss_index="flat"), dim=8, expected_size=50_000, directory=UNSAVED)
     assert forced.kind == "flat"
 
 
@@ -165,9 +172,9 @@ def test_an_ivf_flat_index_saved_by_an_earlier_version_still_loads_and_answers(t
 
     with monkeypatch.context() as patch:
         patch.setattr(module.faiss, "IndexIVFScalarQuantizer", ivf_flat)
-        index, keys, vectors = build("ivf")
+        index, keys, vectors = build("ivf", directory=tmp_path)
         assert isinstance(faiss.downcast_index(index._index), faiss.IndexIVFFlat)
-        index.save(tmp_path)
+        index.save(1)
     loaded = load_vector_index(VectorConfig(), tmp_path)
     scores, found = loaded.search(vectors[:20], 1)
     assert np.array_equal(found[:, 0], keys[:20]) and np.allclose(scores[:, 0], 1.0, atol=1e-5)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from qa.derived import DerivedIndex, PassageRow
 from qa.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,14 @@ class Neighbours(NamedTuple):
     keys: np.ndarray
 
 
-class VectorIndex(Protocol):
+class VectorIndex(DerivedIndex, Protocol):
+    """A derived index (`qa.derived`) of passage vectors, saved in `directory` (`save` writes there atomically; a
+    backend with its own storage records there where it lives)."""
+
     backend: str
     kind: str
     dim: int
+    directory: Path
 
     def __len__(self) -> int: ...
 
@@ -65,15 +71,32 @@ class VectorIndex(Protocol):
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours: ...
 
-    def save(self, directory: Path) -> None:
-        """Persist atomically under `directory` (a backend with its own storage records where it lives)."""
-        ...
-
     def describe(self) -> dict[str, Any]:
         """Kind and parameters, for the manifest and the logs."""
         ...
 
-    def close(self) -> None: ...
+
+class SavedInFolder:
+    """The part of the derived-index lifecycle both backends share: the generation stamp lives in the folder's
+    metadata file (written last by `save`), and a write is a remove then an add."""
+
+    directory: Path
+
+    def remove(self, keys: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def saved_generation(self) -> int | None:
+        generation = read_meta(self.directory).get("generation")
+        return generation if isinstance(generation, int) else None
+
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
+        if len(removed):
+            self.remove(np.asarray(removed, dtype=np.int64))
+        if added:
+            self.add(np.asarray([r.key for r in added], dtype=np.int64), np.vstack([r.vector for r in added]))
 
 
 def _backend_class(name: str) -> Any:
@@ -85,13 +108,9 @@ def _backend_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def make_vector_index(
-    config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
-) -> VectorIndex:
-    """A new, empty index of the configured backend, sized for about `expected_size` vectors.
-
-    `directory` is where it will be saved (a backend with its own storage may keep its data there).
-    """
+def make_vector_index(config: VectorConfig, dim: int, expected_size: int, *, directory: Path) -> VectorIndex:
+    """A new, empty index of the configured backend, sized for about `expected_size` vectors, saved in `directory`
+    (a backend with its own storage may keep its data there)."""
     backend = _backend_class(config.backend)
     index: VectorIndex = backend.create(config, dim, expected_size, directory=directory)
     log.info("new %s vector index: %s", index.backend, index.describe())

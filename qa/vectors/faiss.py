@@ -30,6 +30,7 @@ import numpy as np
 from qa.files import atomic_write
 from qa.vectors import (
     Neighbours,
+    SavedInFolder,
     VectorConfig,
     VectorIndexError,
     empty_neighbours,
@@ -72,16 +73,25 @@ def default_params(kind: str, size: int) -> dict[str, int]:
     return {}
 
 
-class FaissIndex:
+class FaissIndex(SavedInFolder):
     """One FAISS index of any kind behind `VectorIndex`; thread-safe (one lock for reads and writes)."""
 
     backend = "faiss"
 
-    def __init__(self, dim: int, kind: str, params: dict[str, int] | None = None, expected_size: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kind: str,
+        params: dict[str, int] | None = None,
+        expected_size: int = 0,
+        *,
+        directory: Path,
+    ) -> None:
         if kind not in KINDS:
             raise VectorIndexError(f"unknown FAISS index kind {kind!r}; known: {', '.join(KINDS)}")
         self.dim = dim
         self.kind = kind
+        self.directory = Path(directory)
         self.params = {**default_params(kind, expected_size), **(params or {})}
         self._lock = threading.RLock()
         self._index: faiss.Index | None = None if kind == "ivf" else self._new_faiss(kind)
@@ -94,11 +104,9 @@ class FaissIndex:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def create(
-        cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
-    ) -> FaissIndex:
+    def create(cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path) -> FaissIndex:
         kind = choose_kind(expected_size) if config.faiss_index == "auto" else config.faiss_index
-        return cls(dim, kind, expected_size=expected_size)
+        return cls(dim, kind, expected_size=expected_size, directory=directory)
 
     def _new_faiss(self, kind: str, nlist: int | None = None) -> faiss.Index:
         if kind == "flat":
@@ -285,8 +293,8 @@ class FaissIndex:
         return self._tombstone_sel
 
     # --- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
+    def save(self, generation: int) -> None:
+        directory = self.directory
         with self._lock:
             if self.kind == "ivf" and self._index is None:
                 self._train_pending()
@@ -296,7 +304,13 @@ class FaissIndex:
             atomic_write(directory / KEYS_FILE, lambda tmp: _save_npy(tmp, self._keys))
             write_meta(
                 directory,
-                {**self.describe(), "dim": self.dim, "count": len(self._keys), "ntotal": self._ntotal()},
+                {
+                    **self.describe(),
+                    "dim": self.dim,
+                    "count": len(self._keys),
+                    "ntotal": self._ntotal(),
+                    "generation": generation,
+                },
             )
 
     @classmethod
@@ -313,7 +327,7 @@ class FaissIndex:
         if meta.get("kind") not in KINDS or int(index.d) != meta.get("dim") or len(keys) != meta.get("count"):
             raise VectorIndexError(f"the FAISS index in {directory} does not match its metadata")
         params = {k: int(v) for k, v in meta.items() if k in {"m", "ef_construction", "ef_search", "nlist", "nprobe"}}
-        self = cls(int(index.d), meta["kind"], params)
+        self = cls(int(index.d), meta["kind"], params, directory=directory)
         self._index, self._keys = index, np.asarray(keys, dtype=np.int64)
         if mmap:
             self._mapped_from = (file, os.stat(file).st_ino)

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qa.vectors import Neighbours, VectorConfig, VectorIndexError, empty_neighbours, read_meta, write_meta
+from qa.vectors import (
+    Neighbours,
+    SavedInFolder,
+    VectorConfig,
+    VectorIndexError,
+    empty_neighbours,
+    read_meta,
+    write_meta,
+)
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -37,13 +45,16 @@ def _client(uri: str) -> MilvusClient:
     return MilvusClient(uri)
 
 
-class MilvusIndex:
+class MilvusIndex(SavedInFolder):
     """A Milvus collection of (key, vector) rows; thread-safe."""
 
     backend = "milvus"
     kind = "milvus"
 
-    def __init__(self, uri: str, collection: str, dim: int, client: MilvusClient | None = None) -> None:
+    def __init__(
+        self, uri: str, collection: str, dim: int, *, directory: Path, client: MilvusClient | None = None
+    ) -> None:
+        self.directory = Path(directory)
         self.uri = uri
         self.collection = collection
         self.dim = dim
@@ -51,14 +62,12 @@ class MilvusIndex:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(
-        cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path | None = None
-    ) -> MilvusIndex:
+    def create(cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path) -> MilvusIndex:
         """A fresh, empty collection (an existing one of the same name is dropped: this index is derived)."""
         from pymilvus import DataType
 
         uri = resolve_uri(config, directory)
-        self = cls(uri, config.milvus_collection, dim)
+        self = cls(uri, config.milvus_collection, dim, directory=directory)
         client = self._client
         if client.has_collection(self.collection):
             client.drop_collection(self.collection)
@@ -79,7 +88,7 @@ class MilvusIndex:
         uri, collection = meta.get("uri"), meta.get("collection")
         if not uri or not collection:
             raise VectorIndexError(f"no Milvus collection recorded in {directory}")
-        self = cls(str(uri), str(collection), int(meta["dim"]))
+        self = cls(str(uri), str(collection), int(meta["dim"]), directory=directory)
         if not self._client.has_collection(self.collection):
             raise VectorIndexError(f"Milvus collection {collection} at {uri} is gone")
         self._client.load_collection(self.collection)
@@ -139,10 +148,10 @@ class MilvusIndex:
                 out.scores[row, col] = float(hit["distance"])
         return out
 
-    def save(self, directory: Path) -> None:
+    def save(self, generation: int) -> None:
         with self._lock:
             self._client.flush(self.collection)
-        write_meta(directory, {**self.describe(), "dim": self.dim, "count": len(self)})
+        write_meta(self.directory, {**self.describe(), "dim": self.dim, "count": len(self), "generation": generation})
 
     def close(self) -> None:
         with self._lock:
