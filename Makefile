@@ -10,7 +10,7 @@ DEV_STAMP    := $(VENV)/.installed-dev
 TORCH_PIP ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-server browser model index run test test-fast lint clean-index bench
+.PHONY: install install-server browser model index run test test-fast lint clean-index bench bench-1m
 
 install-server: $(SERVER_STAMP)
 
@@ -73,5 +73,12 @@ clean-index:
 bench: install model
 	$(BIN)/python -m benchmarks.bench_encode
 	$(BIN)/python -m benchmarks.bench_query
+	$(BIN)/python -m benchmarks.bench_lexical
 	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.report
+
+# The whole service at 1M passages (not in `make bench`: the first build takes most of an hour and ~12 GB under
+# embeddings/bench/1m/, which later runs reuse). A quick check: `.venv/bin/python -m benchmarks.bench_1m --passages 20000`.
+bench-1m: install model
+	$(BIN)/python -m benchmarks.bench_1m
 	$(BIN)/python -m benchmarks.report
