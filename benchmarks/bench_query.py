@@ -27,6 +27,7 @@ from datetime import datetime
 
 import httpx
 import numpy as np
+from tqdm.auto import tqdm
 
 from benchmarks.common import WORK, percentiles, question_contexts, questions, run_concurrently, save, timed
 from qa.client import Client
@@ -46,8 +47,17 @@ def settings() -> Settings:
     return Settings(data_dir=folder, models_dir=Settings().models_path, query_cache_size=0)
 
 
-def build_index(service: Service, contexts: list[dict]) -> None:
-    """Real contexts through the indexer, then synthetic passages straight into the store."""
+def build_index(
+    service: Service,
+    contexts: list[dict],
+    target: int = TARGET_PASSAGES,
+    *,
+    text_from: list[dict] | None = None,
+    progress: bool = False,
+) -> None:
+    """Real contexts through the indexer, then synthetic passages straight into the store (in batches of 20,000
+    passages, never all in memory) until it holds `target` passages; their text is drawn from the sentences of
+    `text_from` (default: `contexts`)."""
     articles = [
         Article(c["context_id"], c.get("title", "").replace("_", " "), c["text"], datetime(2024, 1, 1), "eval", None)
         for c in contexts
@@ -56,12 +66,21 @@ def build_index(service: Service, contexts: list[dict]) -> None:
     real = np.vstack([np.frombuffer(v, dtype=np.float32) for (v,) in service.store._conn.execute(
         "SELECT vector FROM passages")])  # fmt: skip
     np.save(WORK / "real_passages.npy", real)
-    sentences = [s for c in contexts for s in re.split(r"(?<=[.!?])\s+", c["text"]) if len(s.split()) > 3]
+    sources = contexts if text_from is None else text_from
+    sentences = [s for c in sources for s in re.split(r"(?<=[.!?])\s+", c["text"]) if len(s.split()) > 3]
     rng = np.random.default_rng(0)
     pick = random.Random(0)
-    missing = TARGET_PASSAGES - service.store.manifest().passages
+    missing = target - service.store.manifest().passages
+    bar = tqdm(total=max(missing, 0), desc="synthetic passages", unit="passage", disable=not progress)
     batch: list = []
     sentence_vectors: list = []
+
+    def write() -> None:
+        service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
+        bar.update(sum(len(passages) for _, passages, _ in batch))
+        batch.clear()
+        sentence_vectors.clear()
+
     for a in range(missing // PER_ARTICLE + 1):
         n = min(PER_ARTICLE, missing - a * PER_ARTICLE)
         if n <= 0:
@@ -70,10 +89,10 @@ def build_index(service: Service, contexts: list[dict]) -> None:
         batch.append(article)
         sentence_vectors.append(per_passage)
         if len(batch) * PER_ARTICLE >= 20_000:
-            service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
-            batch, sentence_vectors = [], []
+            write()
     if batch:
-        service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
+        write()
+    bar.close()
 
 
 def _noisy(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:

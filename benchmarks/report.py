@@ -153,10 +153,78 @@ def scale_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ms(row: dict[str, Any]) -> str:
+    return f"{row['p50_ms']:.0f} / {row['p95_ms']:.0f}"
+
+
+def service_section(data: dict[str, Any]) -> list[str]:
+    build, rebuild, disk = data["build"], data["rebuild"], data["disk"]
+    seeds, full, above = data["servers"]["seeds"], data["servers"]["full"], data["above_seeds"]
+    n = data["passages"]
+    built = "reused from an earlier run" if build["reused"] else "built in this run"
+    lines = [
+        f"### 5. The whole service at {n:,} passages",
+        "",
+        f"`{data['command']}` (`make bench-1m`) — section 1's index grown to {n:,} passages (synthetic text from "
+        f"{build['text_from']}); question engine "
+        f"`{data['engine']}`, hybrid + highlighting, {data['questions']} questions one at a time, then "
+        f"{full['clients']['clients']} clients. {machine(data)}",
+        "",
+        f"Build through `Store.upsert` ({built}, {build['built_at']}): {build['build_s'] / 60:.1f} min, peak RSS "
+        f"of the building process {build['build_peak_rss_mb']:,.0f} MB (model included). Each derived index then "
+        "rebuilt from the database alone (its files deleted, `Store.open` timed):",
+        "",
+        "| `Store.open` that rebuilds | s |",
+        "|---|---:|",
+        f"| the vector index (FAISS `{full['index_kind']}`) | {rebuild['vectors']['open_s']:.1f} |",
+        f"| the lexical index | {rebuild['lexical']['open_s']:.1f} |",
+        f"| nothing (baseline) | {rebuild['nothing']['open_s']:.2f} |",
+        "",
+        "| on disk | MB | bytes / passage |",
+        "|---|---:|---:|",
+    ]
+    names = {"sqlite": "store.sqlite", "vectors": "FAISS files", "lexical": "lexical/", "other": "manifest.json"}
+    for key, name in names.items():
+        part = disk["components"].get(key, {"bytes": 0, "bytes_per_passage": 0})
+        lines.append(f"| {name} | {part['bytes'] / 1e6:,.0f} | {part['bytes_per_passage']:,.0f} |")
+    lines += [
+        f"| index folder | {disk['bytes'] / 1e6:,.0f} | {disk['bytes_per_passage']:,.0f} |",
+        "",
+        f"`qa serve` in its own process, on the seeds only (the index `make run` serves) and on {n:,} passages:",
+        "",
+        f"| | seeds only | {n:,} passages | above the seeds |",
+        "|---|---:|---:|---:|",
+        f"| passages | {seeds['passages']:,} | {full['passages']:,} | |",
+        f"| ready (`/readyz`) s | {seeds['ready_s']:.1f} | {full['ready_s']:.1f} | |",
+        f"| RSS once ready MB | {seeds['memory_ready']['rss_mb']:,.0f} | {full['memory_ready']['rss_mb']:,.0f} "
+        f"| {above['rss_ready_mb']:+,.0f} |",
+        f"| RSS after the questions MB | {seeds['memory_after_questions']['rss_mb']:,.0f} "
+        f"| {full['memory_after_questions']['rss_mb']:,.0f} | {above['rss_after_questions_mb']:+,.0f} |",
+        f"| peak RSS (VmHWM) MB | {seeds['memory_after_questions']['peak_rss_mb']:,.0f} "
+        f"| {full['memory_after_questions']['peak_rss_mb']:,.0f} | {above['peak_rss_mb']:+,.0f} |",
+        f"| 1 client: POST /v1/ask p50 / p95 ms | {_ms(seeds['one_client']['http'])} "
+        f"| {_ms(full['one_client']['http'])} | |",
+        f"| 1 client: bare encode p50 / p95 ms (interleaved) | {_ms(seeds['one_client']['bare_encode'])} "
+        f"| {_ms(full['one_client']['bare_encode'])} | |",
+        f"| 1 client: p50 ratio to bare encode | {seeds['one_client']['p50_ratio']:.2f}× "
+        f"| **{full['one_client']['p50_ratio']:.2f}×** | |",
+        f"| {full['clients']['clients']} clients: POST /v1/ask p50 / p95 ms | {_ms(seeds['clients'])} "
+        f"| {_ms(full['clients'])} | |",
+        f"| {full['clients']['clients']} clients: bare encode p50 / p95 ms (just before and after) "
+        f"| {_ms(seeds['clients']['bare_encode'])} | {_ms(full['clients']['bare_encode'])} | |",
+        f"| {full['clients']['clients']} clients: requests/s | {seeds['clients']['per_s']:.1f} "
+        f"| {full['clients']['per_s']:.1f} | |",
+        f"| load average after the questions (1 min) | {seeds['load_average'][0]:.1f} "
+        f"| {full['load_average'][0]:.1f} | |",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     lines: list[str] = [BEGIN, ""]
     sections = (("query", query_section), ("encode", encode_section), ("scale", scale_section),
-                ("scale_extended", scale_section))  # fmt: skip
+                ("scale_extended", scale_section), ("bench_1m", service_section))  # fmt: skip
     for name, section in sections:
         data = _load(name)
         lines += section(data) if data else [f"_{name}: not run yet_", ""]
