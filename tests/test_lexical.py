@@ -14,7 +14,7 @@ from qa.chunking import chunk_text
 from qa.derived import PassageRow
 from qa.domain import Article
 from qa.indexing import Indexer
-from qa.lexical import K1, B, LexicalIndex, create_lexical_index
+from qa.lexical import K1, B, LexicalIndex, create_lexical_index, open_lexical_index
 from qa.lexical.analysis import PHRASE_WEIGHT, analyze, bigrams_of
 from qa.query import Query
 from qa.schemas import Filters
@@ -212,3 +212,47 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
     assert lexical_articles(reopened, "cử tri") == ["c"]
     assert lexical_articles(reopened, "giao thông") == []
     reopened.close()
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path):
+    """Two processes' stores on one folder (a `qa index` beside `qa serve`): tantivy allows one writer at a time, so a
+    write waits for the other's commit instead of failing."""
+    first = create_lexical_index(tmp_path / "lexical")
+    first.apply([], rows({1: "Hà Nội"}))
+    first.save(1)
+    second = open_lexical_index(tmp_path / "lexical")
+    assert second is not None
+    held = first._index.writer(heap_size=15_000_000, num_threads=1)  # the other process, mid-commit
+    refused = threading.Event()
+
+    class Watched:  # the second index's tantivy handle, noting when it was refused the writer
+        def __init__(self, index):  # type: ignore[no-untyped-def]
+            self._index = index
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self._index, name)
+
+        def writer(self, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return self._index.writer(**kwargs)
+            except ValueError:
+                refused.set()
+                raise
+
+    second._index = Watched(second._index)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            second.apply([], rows({2: "Đà Nẵng"}))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    assert refused.wait(timeout=60), "the second writer was never refused: the test did not hold the lock"
+    held.commit()
+    held.wait_merging_threads()  # releases the lock
+    writing.join()
+    assert not errors
+    assert top(second, "Đà Nẵng") == [2]

@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ FIELDS = ("syllables", "phrases", "folded")
 # Memory for the writer's in-memory segment: one API write is a few articles; a rebuild adds everything in one go and
 # flushes a segment whenever this fills (tantivy's minimum is 15 MB a thread).
 WRITE_HEAP = 64_000_000
+# tantivy allows one writer per index, across processes: a `qa index` beside `qa serve` waits for the other's commit.
+WRITER_WAIT_S = 60.0
 _EMPTY = LexicalHits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0)
 
 
@@ -88,7 +91,7 @@ class TantivyIndex:
         if not len(removed) and not added:
             return
         with self._lock:
-            writer = self._index.writer(heap_size=WRITE_HEAP, num_threads=1)
+            writer = self._writer()
             try:
                 if len(removed):
                     keys = [int(k) for k in removed]
@@ -108,6 +111,16 @@ class TantivyIndex:
             finally:
                 writer.wait_merging_threads()
             self._index.reload()
+
+    def _writer(self) -> tantivy.IndexWriter:
+        deadline = time.monotonic() + WRITER_WAIT_S
+        while True:
+            try:
+                return self._index.writer(heap_size=WRITE_HEAP, num_threads=1)
+            except ValueError as exc:  # tantivy's LockBusy: another process is committing
+                if "LockBusy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def save(self, generation: int) -> None:
         stamp = {
