@@ -29,6 +29,8 @@ def check_consistent(path: Path) -> Manifest:
     try:
         manifest = store.manifest()
         assert store._index.ntotal == manifest.passages, "FAISS must hold exactly the committed passages"
+        assert len(store.lexical) == manifest.passages, "the lexical engine must hold exactly the committed passages"
+        assert store.lexical.saved_generation() == store.index.saved_generation() == manifest.generation
         for article in store.articles():
             passages = store.passages_of(article.id)
             assert passages, f"article {article.id} committed without its passages"
