@@ -116,13 +116,15 @@ def peak_rss_mb() -> float:
 
 
 def process_memory_mb(pid: int) -> dict[str, float]:
-    """A process's resident memory now (VmRSS) and its peak since it started (VmHWM), in MB."""
-    fields = {}
+    """A process's resident memory now (VmRSS) and its peak since it started (VmHWM), in MB; and of the resident
+    memory, how much is file pages (memory-mapped files: shared with the page cache, evictable)."""
+    names = {"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb", "RssFile": "rss_file_mb"}
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in {"VmRSS", "VmHWM"}:
-            fields[name] = int(value.split()[0]) * 1024 / 1e6  # reported in kB
-    return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
+        if name in names:
+            out[names[name]] = int(value.split()[0]) * 1024 / 1e6  # reported in kB
+    return out
 
 
 def machine() -> dict[str, Any]:

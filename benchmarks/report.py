@@ -200,6 +200,14 @@ def service_section(data: dict[str, Any]) -> list[str]:
         f"| {above['rss_ready_mb']:+,.0f} |",
         f"| RSS after the questions MB | {seeds['memory_after_questions']['rss_mb']:,.0f} "
         f"| {full['memory_after_questions']['rss_mb']:,.0f} | {above['rss_after_questions_mb']:+,.0f} |",
+        *(
+            [
+                f"| … of which mapped file pages MB | {seeds['memory_after_questions']['rss_file_mb']:,.0f} "
+                f"| {full['memory_after_questions']['rss_file_mb']:,.0f} | |"
+            ]
+            if "rss_file_mb" in full["memory_after_questions"]
+            else []
+        ),
         f"| peak RSS (VmHWM) MB | {seeds['memory_after_questions']['peak_rss_mb']:,.0f} "
         f"| {full['memory_after_questions']['peak_rss_mb']:,.0f} | {above['peak_rss_mb']:+,.0f} |",
         f"| 1 client: POST /v1/ask p50 / p95 ms | {_ms(seeds['one_client']['http'])} "
