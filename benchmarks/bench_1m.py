@@ -132,9 +132,17 @@ def timed_open(config: Settings, rebuild: str | None) -> dict[str, Any]:
     store: list[Store] = []
     with LogLines() as lines:
         seconds = timed(lambda: store.append(Store.open(config.index_dir, vectors=config.vectors)))
+        # What each derived index holds, against the database: a rebuild must give one entry per passage.
+        held = {
+            "passages": store[0].manifest().passages,
+            "vectors": len(store[0].index),
+            "lexical": len(store[0].lexical),
+        }
         store[0].close()
-    log.info("open rebuilding %s: %.1f s", rebuild or "nothing", seconds)
-    return {"open_s": seconds, "log": lines}
+    log.info("open rebuilding %s: %.1f s, %s", rebuild or "nothing", seconds, held)
+    if len(set(held.values())) > 1:
+        log.warning("the derived indexes do not hold one entry per passage: %s", held)
+    return {"open_s": seconds, "held": held, "log": lines}
 
 
 def ensure_built(config: Settings, encoder: Encoder, contexts: list[dict], passages: int) -> dict[str, Any]:

@@ -180,6 +180,15 @@ def service_section(data: dict[str, Any]) -> list[str]:
         f"| the lexical index | {rebuild['lexical']['open_s']:.1f} |",
         f"| nothing (baseline) | {rebuild['nothing']['open_s']:.2f} |",
         "",
+        *(
+            line
+            for name, row in rebuild.items()
+            if len(set(row.get("held", {}).values())) > 1
+            for line in (
+                f"**After the open that rebuilt {name}, the indexes held {row['held']}**: not one entry per passage.",
+                "",
+            )
+        ),  # fmt: skip
         "| on disk | MB | bytes / passage |",
         "|---|---:|---:|",
     ]
