@@ -136,10 +136,8 @@ def fuse(
     return [Candidate(keys[i], float(fused[i]), float(cos[i]), float(bm25[i])) for i in order]
 
 
-def is_empty(filters: Filters | None) -> bool:
-    return filters is None or all(
-        v is None for v in (filters.published_from, filters.published_to, filters.sources, filters.article_ids)
-    )
+def is_empty(filters: Filters) -> bool:
+    return all(v is None for v in (filters.published_from, filters.published_to, filters.sources, filters.article_ids))
 
 
 class Retriever:
@@ -187,7 +185,7 @@ class Retriever:
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
         queries = [Query.parse(q) for q in questions]
-        allowed = None if is_empty(filters) else self.store.keys_matching(filters)  # type: ignore[arg-type]
+        allowed = None if filters is None or is_empty(filters) else self.store.keys_matching(filters)
         if not queries or (allowed is not None and not len(allowed)):
             return [SearchResult(hits=[], total=0) for _ in queries]
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
