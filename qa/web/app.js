@@ -1,4 +1,5 @@
-// The chat page: a question becomes a turn (a bubble, then answer cards from POST /v1/ask).
+// The chat page: a question becomes a turn (a bubble, the answer sentence as the reply, then its sources from
+// POST /v1/ask grouped into one card per article).
 // Every piece of server or user text goes into the DOM as text (textContent / text nodes), never as HTML.
 'use strict';
 
@@ -26,6 +27,7 @@
   const HINT_TEXT = hint.textContent;
   const knownSources = new Set();
   let busy = false;
+  let turnCount = 0;
 
   // --- small DOM helpers -------------------------------------------------------------------------
 
@@ -175,6 +177,7 @@
     const data = await postAsk(request);
     state.total = data.total;
     state.tookMs = data.took_ms;
+    state.replyData = data.answer; // an object, null (no sentence answers), or undefined (an API without `answer`)
     return data.hits;
   }
 
@@ -199,48 +202,236 @@
 
   // --- rendering -----------------------------------------------------------------------------------
 
-  function renderCard(hit) {
-    const article = hit.article || {};
-    const card = el('article', 'card');
-    card.setAttribute('data-source', article.source || '');
-    card.setAttribute('data-passage-id', hit.passage_id || '');
+  // The chunker repeats whole sentences across a passage boundary; a run shorter than this is a coincidence.
+  const MIN_OVERLAP = 10;
 
-    const title = el('h3', 'card-title');
-    const url = safeUrl(article.url);
-    if (url) {
-      const link = el('a', null, article.title || 'Không có tiêu đề');
-      link.href = url;
-      link.rel = 'noopener noreferrer';
-      link.target = '_blank';
-      title.appendChild(link);
-    } else {
-      title.textContent = article.title || 'Không có tiêu đề';
-    }
-    card.appendChild(title);
+  function titleOf(article) {
+    return article.title || 'Không có tiêu đề';
+  }
 
-    const meta = el('p', 'meta');
-    if (article.source) meta.appendChild(el('span', 'source', article.source));
+  // The article's source and date, as in a card: "ANTD.VN 11/04/2019 16:37".
+  function appendSourceAndDate(parent, article) {
+    if (article.source) parent.appendChild(el('span', 'source', article.source));
     const date = formatDate(article.published_at);
     if (date) {
       const time = el('time', 'date', date);
       time.dateTime = article.published_at;
-      meta.appendChild(time);
+      parent.appendChild(time);
     } else {
-      meta.appendChild(el('span', 'date', 'Không rõ ngày đăng'));
+      parent.appendChild(el('span', 'date', 'Không rõ ngày đăng'));
     }
+  }
+
+  function scoreNode(hit) {
     const score = el('span', 'score', 'Độ phù hợp ' + formatScore(hit.score));
     const s = hit.scores || {};
     const parts = [];
     if (typeof s.dense === 'number') parts.push('ngữ nghĩa ' + formatScore(s.dense));
     if (typeof s.lexical === 'number') parts.push('từ khoá ' + formatScore(s.lexical));
     if (parts.length) score.title = parts.join(', ');
-    meta.appendChild(score);
+    return score;
+  }
+
+  function articleKey(hit) {
+    const id = hit.article && hit.article.id;
+    return id || String(hit.passage_id || '').replace(/:[^:]*$/, '');
+  }
+
+  // One card per article: title (a link for an http(s) URL), source and date, then its passages in rank order.
+  // `titleSpans` marks the title when the title itself is the answer.
+  function renderCard(state, hit, titleSpans) {
+    const article = hit.article || {};
+    state.cardCount += 1;
+    const card = el('article', 'card');
+    card.id = state.id + '-bai-' + state.cardCount; // our own ids: an article id may hold any character
+    card.tabIndex = -1; // the reply's link and "Xem thêm" move focus here
+    card.setAttribute('data-article-id', articleKey(hit));
+    card.setAttribute('data-source', article.source || '');
+
+    const title = el('h3', 'card-title');
+    const url = safeUrl(article.url);
+    let holder = title;
+    if (url) {
+      holder = el('a');
+      holder.href = url;
+      holder.rel = 'noopener noreferrer';
+      holder.target = '_blank';
+      title.appendChild(holder);
+    }
+    holder.appendChild(passageWithHighlights(titleOf(article), article.title ? titleSpans : []));
+    card.appendChild(title);
+
+    const meta = el('p', 'meta');
+    appendSourceAndDate(meta, article);
     card.appendChild(meta);
 
-    const passage = el('p', 'passage');
-    passage.appendChild(passageWithHighlights(hit.text, hit.highlights));
-    card.appendChild(passage);
-    return card;
+    const list = el('ol', 'passages');
+    card.appendChild(list);
+    return { card: card, list: list, shown: [] };
+  }
+
+  function isSpace(c) {
+    return c === undefined || /\s/.test(c);
+  }
+
+  // The longest k (at least MIN_OVERLAP) such that the first k characters of `after` are the last k of `before`,
+  // starting and ending at word boundaries; 0 when there is none. Both are arrays of code points.
+  function overlap(before, after) {
+    for (let k = Math.min(before.length, after.length); k >= MIN_OVERLAP; k--) {
+      const at = before.length - k;
+      if (before[at] !== after[0] || !isSpace(before[at - 1]) || !isSpace(after[k])) continue;
+      let same = true;
+      for (let i = 1; i < k && same; i++) same = before[at + i] === after[i];
+      if (same) return k;
+    }
+    return 0;
+  }
+
+  function addSpan(entry, start, end) {
+    if (end <= start) return false;
+    if (entry.spans.some(function (r) { return r[0] === start && r[1] === end; })) return false;
+    entry.spans.push([start, end]);
+    return true;
+  }
+
+  function drawPassage(entry) {
+    const text = entry.chars.slice(entry.from, entry.to).join('');
+    const spans = entry.spans.map(function (r) { return { start: r[0] - entry.from, end: r[1] - entry.from }; });
+    entry.node.textContent = '';
+    entry.node.appendChild(passageWithHighlights(text, spans));
+  }
+
+  // Adds a hit's passage to its article's card, without the text it shares with a passage already shown there:
+  // a beginning that repeats the end of one, or an end that repeats the beginning of one (passages arrive in rank
+  // order, not in the order of the article). A highlight in the dropped text moves to the passage that shows it.
+  // Returns the new list item, or null when nothing of the passage is new.
+  function addPassage(group, hit, extraSpans) {
+    const chars = Array.from(hit.text || '');
+    const spans = (hit.highlights || [])
+      .map(function (s) { return [s.start | 0, s.end | 0]; })
+      .concat(extraSpans || []);
+    let head = 0;
+    let headOwner = null;
+    let tail = 0;
+    let tailOwner = null;
+    group.shown.forEach(function (other) {
+      const h = overlap(other.chars, chars);
+      if (h > head) { head = h; headOwner = other; }
+      const t = overlap(chars, other.chars);
+      if (t > tail) { tail = t; tailOwner = other; }
+    });
+    const tailStart = chars.length - tail;
+    const changed = new Set();
+    spans.forEach(function (r) {
+      if (headOwner && r[0] < head) {
+        const base = headOwner.chars.length - head;
+        if (addSpan(headOwner, base + r[0], base + Math.min(r[1], head))) changed.add(headOwner);
+      }
+      if (tailOwner && r[1] > tailStart) {
+        if (addSpan(tailOwner, Math.max(r[0], tailStart) - tailStart, r[1] - tailStart)) changed.add(tailOwner);
+      }
+    });
+    changed.forEach(drawPassage);
+
+    let from = head;
+    let to = tailStart;
+    while (from < to && isSpace(chars[from])) from++;
+    while (to > from && isSpace(chars[to - 1])) to--;
+    if (from >= to) return null;
+
+    const entry = {
+      chars: chars, from: from, to: to,
+      spans: spans.filter(function (r) { return r[1] > from && r[0] < to; }),
+      node: el('p', 'passage'),
+    };
+    entry.node.setAttribute('data-passage-id', hit.passage_id || '');
+    drawPassage(entry);
+    const item = el('li', 'passage-item');
+    item.appendChild(entry.node);
+    const meta = el('p', 'passage-meta');
+    meta.appendChild(scoreNode(hit));
+    item.appendChild(meta);
+    group.list.appendChild(item);
+    group.shown.push(entry);
+    return item;
+  }
+
+  // Puts hits into their article's card (a new card, at the end, for an article not yet shown in this turn).
+  // Returns the first new card or passage, for focus after "Xem thêm".
+  function placeHits(state, hits, answer) {
+    let firstNew = null;
+    const answerHit = answer ? hits.find(function (h) { return h.passage_id === answer.passage_id; }) : null;
+    const titleKey = answerHit && answer.in_title ? articleKey(answerHit) : null;
+    hits.forEach(function (hit) {
+      const key = articleKey(hit);
+      const isAnswer = hit === answerHit;
+      let group = state.groups.get(key);
+      let created = false;
+      if (!group) {
+        const titleSpans = key === titleKey ? [{ start: answer.start, end: answer.end }] : [];
+        group = renderCard(state, hit, titleSpans);
+        state.groups.set(key, group);
+        const li = el('li');
+        li.appendChild(group.card);
+        state.cards.appendChild(li);
+        created = true;
+      }
+      const extra = isAnswer && !answer.in_title ? [[answer.start | 0, answer.end | 0]] : [];
+      const item = addPassage(group, hit, extra);
+      if (isAnswer) state.answerCard = group.card;
+      if (!firstNew && (created || item)) firstNew = created ? group.card : item;
+    });
+    return firstNew;
+  }
+
+  function confidenceText(score) {
+    const percent = Math.max(0, Math.min(100, Math.round(Number(score) * 100)));
+    return 'Độ tin cậy: ' + percent + '%';
+  }
+
+  // The reply on top of a turn: the answer sentence with where it comes from and how sure it is; or, when no
+  // single sentence answers, a line saying so above the sources.
+  function renderReply(state, answer, hits) {
+    const box = state.reply;
+    box.textContent = '';
+    box.appendChild(el('p', 'reply-label', 'Câu trả lời'));
+    if (!hits.length) {
+      box.classList.add('reply-none');
+      box.appendChild(el('p', 'reply-text', 'Không tìm thấy đoạn văn nào phù hợp. Hãy thử diễn đạt khác hoặc bỏ bớt bộ lọc.'));
+      return 'Không tìm thấy đoạn văn nào phù hợp.';
+    }
+    const hit = answer ? hits.find(function (h) { return h.passage_id === answer.passage_id; }) : null;
+    if (!answer || !answer.text) {
+      box.classList.add('reply-none');
+      box.appendChild(el('p', 'reply-text', 'Không có câu nào trả lời trực tiếp câu hỏi; các nguồn liên quan:'));
+      return 'Không có câu nào trả lời trực tiếp câu hỏi. Có ' + state.groups.size + ' bài báo liên quan.';
+    }
+    box.appendChild(el('p', 'reply-text', answer.text));
+    const article = (hit && hit.article) || answer.article || {};
+    const card = hit && state.answerCard;
+    const from = el('p', 'reply-source', answer.in_title ? 'Là tiêu đề của bài ' : 'Trích từ bài ');
+    if (card) {
+      const link = el('a', 'reply-link', titleOf(article));
+      link.href = '#' + card.id;
+      link.addEventListener('click', function (event) {
+        event.preventDefault();
+        card.focus({ preventScroll: true });
+        scrollToNode(card, 'start');
+      });
+      from.appendChild(link);
+    } else {
+      from.appendChild(el('span', 'reply-title', titleOf(article)));
+    }
+    box.appendChild(from);
+    const meta = el('p', 'meta reply-meta');
+    appendSourceAndDate(meta, article);
+    if (typeof answer.score === 'number') {
+      const confidence = el('span', 'confidence', confidenceText(answer.score));
+      confidence.title = 'Ước lượng khả năng câu này chứa câu trả lời';
+      meta.appendChild(confidence);
+    }
+    box.appendChild(meta);
+    return 'Câu trả lời: ' + answer.text;
   }
 
   function renderError(answer, err, retry) {
@@ -267,7 +458,7 @@
     form.setAttribute('aria-busy', value ? 'true' : 'false');
   }
 
-  // Loads the next page of a turn into its card list; used for the first answer and for "Xem thêm".
+  // Loads the next page of a turn: the first one brings the reply and the first cards; "Xem thêm" brings more.
   async function loadMore(state) {
     if (busy) return;
     setBusy(true);
@@ -295,24 +486,21 @@
     state.shown += hits.length;
     rememberSources(fresh);
 
+    const firstNew = placeHits(state, fresh, firstPage ? state.replyData : null);
     if (firstPage) {
-      const summary = fresh.length
-        ? 'Tìm thấy ' + state.total + ' đoạn liên quan (' + Math.round(state.tookMs) + ' ms). Câu trả lời được tô sáng.'
-        : 'Không tìm thấy đoạn văn nào phù hợp. Hãy thử diễn đạt khác hoặc bỏ bớt bộ lọc.';
-      state.summary.textContent = summary;
-      announce(fresh.length ? 'Đã có ' + fresh.length + ' kết quả.' : summary);
+      if (state.replyData !== undefined || !fresh.length) {
+        state.reply.hidden = false;
+        announce(renderReply(state, state.replyData, fresh));
+      } else {
+        announce('Đã có ' + fresh.length + ' kết quả.'); // an API without `answer`: the cards alone
+      }
+      if (fresh.length) {
+        state.summary.textContent = 'Tìm thấy ' + state.total + ' đoạn liên quan (' + Math.round(state.tookMs) +
+          ' ms), gộp theo bài báo; câu trả lời trong mỗi đoạn được tô sáng.';
+      }
     } else {
-      announce(fresh.length ? 'Thêm ' + fresh.length + ' kết quả.' : 'Không còn kết quả nào khác.');
+      announce(firstNew ? 'Thêm ' + fresh.length + ' đoạn.' : 'Không còn kết quả nào khác.');
     }
-
-    let firstNew = null;
-    fresh.forEach(function (hit) {
-      const item = el('li');
-      const card = renderCard(hit);
-      item.appendChild(card);
-      state.cards.appendChild(item);
-      if (!firstNew) firstNew = card;
-    });
 
     const exhausted = hits.length < PAGE_SIZE || state.shown >= state.total || (state.noOffset && state.shown >= MAX_TOP_K);
     state.more.hidden = exhausted;
@@ -333,6 +521,7 @@
     if (Object.keys(f).length) request.filters = f;
     if (filters.onePerArticle.checked) request.one_per_article = true;
 
+    turnCount += 1;
     const turn = el('li', 'turn');
     const ask = el('div', 'bubble-row');
     const bubble = el('p', 'bubble question-bubble', question);
@@ -344,11 +533,14 @@
 
     const answer = el('section', 'answer');
     answer.setAttribute('aria-label', 'Kết quả cho câu hỏi: ' + question);
+    const reply = el('div', 'reply');
+    reply.hidden = true;
     const summary = el('p', 'summary');
     const cards = el('ol', 'cards');
     const more = el('button', 'secondary more', 'Xem thêm');
     more.type = 'button';
     more.hidden = true;
+    answer.appendChild(reply);
     answer.appendChild(summary);
     answer.appendChild(cards);
     answer.appendChild(more);
@@ -356,8 +548,9 @@
     turns.appendChild(turn);
 
     const state = {
-      request: request, answer: answer, summary: summary, cards: cards, more: more,
-      shown: 0, total: 0, tookMs: 0, seen: new Set(), noOffset: false,
+      id: 'luot-' + turnCount, request: request, answer: answer, reply: reply, summary: summary, cards: cards,
+      more: more, shown: 0, total: 0, tookMs: 0, seen: new Set(), noOffset: false,
+      groups: new Map(), cardCount: 0, replyData: undefined, answerCard: null,
     };
     more.addEventListener('click', function () { loadMore(state); });
     scrollToNode(turn);
