@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported in main: the base install (the client) lacks pydantic-settings
     from qa.config import Settings
-    from qa.schemas import AskHit
+    from qa.schemas import Answer, AskHit
 
 log = logging.getLogger("qa")
 
@@ -91,6 +91,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _render_answer(answer: Answer | None, color: bool) -> str:
+    """The answer sentence and where it comes from, above the sources."""
+    if answer is None:
+        return "Answer: no single sentence answers this; the sources below are the closest passages."
+    a = answer.article
+    origin = " · ".join(
+        x for x in (a.title, a.source, a.published_at.strftime("%d/%m/%Y") if a.published_at else None) if x
+    )
+    text = f"{_BOLD}{answer.text}{_RESET}" if color else answer.text
+    where = "its title" if answer.in_title else f"passage {answer.passage_id}"
+    return f"Answer: {text}\n   from {where}: {origin} (sure: {answer.score:.0%})\n\nSources:"
+
+
 def _render_hit(rank: int, hit: AskHit, color: bool) -> str:
     a = hit.article
     meta = " · ".join(
@@ -125,6 +138,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             color = sys.stdout.isatty()
             if not answer.hits:
                 print("no passages found (is the index empty?)")
+            else:
+                print(_render_answer(answer.answer, color) + "\n")
             for rank, hit in enumerate(answer.hits, 1):
                 print(_render_hit(rank, hit, color) + "\n")
             print(f"({len(answer.hits)} hits in {answer.took_ms:.0f} ms)")

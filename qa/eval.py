@@ -22,7 +22,7 @@ from qa.domain import Article
 from qa.encoders import Encoder
 from qa.files import read_jsonl
 from qa.indexing import Indexer
-from qa.retriever import Hit, Retriever
+from qa.retriever import ANSWER_HITS, Hit, Retriever
 from qa.store import Store, StoreError
 from qa.text import normalize, strip_accents
 
@@ -131,7 +131,7 @@ def build_index(
     return store
 
 
-def _contains_answer(text: str, answers: Sequence[str]) -> bool:
+def contains_answer(text: str, answers: Sequence[str]) -> bool:
     folded = normalize(text).casefold()
     return any(a and normalize(a).casefold() in folded for a in answers)
 
@@ -149,32 +149,35 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = True,
 ) -> EvalReport:
-    """Recall@k and MRR@10 by context (one hit per context), answer hits at 1 and 5, and two highlight measures:
-    `highlight_hit@1`, the top hit's highlight contains an answer string; `highlight_hit@answer5`, of the top 5
-    hits whose passage contains an answer string, the share whose highlight contains it too."""
+    """Recall@k and MRR@10 by context (one hit per context); answer hits at 1 and 5 (a passage among the top k
+    contains an answer string); and, asked as the API asks (top 5 hits, highlights and answer), `answer@1`: the
+    chosen answer contains an answer string (a null answer counts as wrong), `answer_null`: the share answered
+    null, `highlight_hit@1`: the top hit's highlight contains an answer string, and `highlight_hit@answer5`: of the
+    top 5 hits whose passage contains an answer string, the share whose highlight contains it too."""
     depth = max([*ks, 10])
     recall = dict.fromkeys(ks, 0)
     answer_hit = dict.fromkeys((1, 5), 0)
     reciprocal = 0.0
-    highlight_hits = 0
+    answers = nulls = highlight_hits = 0
     answer_passages = answer_highlights = 0
     bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
         texts = [strip_accents(q.question) if accent_free else q.question for q in batch]
         results = retriever.search_many(texts, depth, one_per_article=True, with_highlights=False)
-        # Highlights are measured on the top 5 hits: highlight just those (as the API highlights a page).
-        tops = retriever.add_highlights(texts, [r.hits[:5] for r in results])
-        for question, result, top in zip(batch, results, tops, strict=True):
+        asked = retriever.search_many(texts, ANSWER_HITS)
+        for question, result, top in zip(batch, results, asked, strict=True):
             rank = _rank_of(result.hits, question.context_id)
             for k in recall:
                 recall[k] += rank is not None and rank <= k
             reciprocal += 1.0 / rank if rank is not None and rank <= 10 else 0.0
             for k in answer_hit:
-                answer_hit[k] += any(_contains_answer(h.passage.text, question.answers) for h in result.hits[:k])
-            highlight_hits += _highlight_hit(top[:1], question.answers)
-            for hit in top:
-                if _contains_answer(hit.passage.text, question.answers):
+                answer_hit[k] += any(contains_answer(h.passage.text, question.answers) for h in result.hits[:k])
+            nulls += top.answer is None
+            answers += top.answer is not None and contains_answer(top.answer.text, question.answers)
+            highlight_hits += _highlight_hit(top.hits[:1], question.answers)
+            for hit in top.hits:
+                if contains_answer(hit.passage.text, question.answers):
                     answer_passages += 1
                     answer_highlights += _highlight_hit([hit], question.answers)
         bar.update(len(batch))
@@ -188,6 +191,8 @@ def evaluate(
         mode=retriever.mode,
         strip_accents=accent_free,
         extra={
+            "answer@1": round(answers / n, 4),
+            "answer_null": round(nulls / n, 4),
             "highlight_hit@1": round(highlight_hits / n, 4),
             "highlight_hit@answer5": round(answer_highlights / max(answer_passages, 1), 4),
         },
@@ -196,7 +201,7 @@ def evaluate(
 
 def _highlight_hit(hits: Sequence[Hit], answers: Sequence[str]) -> bool:
     """The top hit's highlighted sentences contain an answer string."""
-    return bool(hits) and any(_contains_answer(hits[0].passage.text[a:b], answers) for a, b in hits[0].highlights)
+    return bool(hits) and any(contains_answer(hits[0].passage.text[a:b], answers) for a, b in hits[0].highlights)
 
 
 def format_report(report: EvalReport) -> str:
@@ -206,5 +211,6 @@ def format_report(report: EvalReport) -> str:
     return (
         f"{report.questions} questions, mode {report.mode}{accents}\n"
         f"{recall}  MRR@10 {report.mrr_at_10:.3f}\n{hits}  highlight@1 {report.extra['highlight_hit@1']:.3f}"
-        f"  highlight@answer5 {report.extra['highlight_hit@answer5']:.3f}"
+        f"  highlight@answer5 {report.extra['highlight_hit@answer5']:.3f}\n"
+        f"answer sentence@1 {report.extra['answer@1']:.3f}  no answer {report.extra['answer_null']:.3f}"
     )

@@ -97,6 +97,7 @@ class Indexer:
         n_passages = len(texts)
         if self.sentence_vectors:
             texts += [s for a, passages in pending for p in passages for s in sentence_inputs(a.title, p)]
+            texts += [a.title for a, _ in pending]
         # Batches of similar length pad least; encoding batch by batch keeps the progress bar moving (it counts
         # passages: a sentence advances it by the share of the work it is).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -117,7 +118,11 @@ class Indexer:
                 per_passage.append(vectors[row : row + len(p.sentences)])
                 row += len(p.sentences)
             sentences.append(per_passage)
-        self.store.upsert(items, origin=origin, sentence_vectors=sentences if self.sentence_vectors else None)
+        if not self.sentence_vectors:
+            self.store.upsert(items, origin=origin)
+        else:
+            titles = list(vectors[row : row + len(pending)])
+            self.store.upsert(items, origin=origin, sentence_vectors=sentences, title_vectors=titles)
         return {a.id: len(p) for a, p in pending}
 
     def delete(self, article_ids: Iterable[str]) -> int:

@@ -24,9 +24,9 @@ from typing import Literal
 
 import numpy as np
 
-from qa.domain import Article, Passage, sentence_inputs
+from qa.answer import AnswerModel, Evidence
+from qa.domain import Article, Passage, Span, sentence_inputs
 from qa.encoders import Encoder
-from qa.highlight import highlight
 from qa.lexical import LexicalHits
 from qa.query import Query
 from qa.schemas import Filters
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 SENTENCE_CACHE_SIZE = 2048  # highlight sentence vectors kept (~3 MB at 384 dimensions)
+ANSWER_HITS = 5  # the top hits an answer is chosen from (as many as benchmarks/fit_answer.py fits it on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,25 @@ class Hit:
     score: float
     dense_score: float | None = None
     lexical_score: float | None = None
-    highlights: tuple[tuple[int, int], ...] = ()
+    highlights: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HitAnswer:
+    """The sentence (or title) that answers a question, chosen among its top `ANSWER_HITS` hits (`qa.answer`)."""
+
+    hit: Hit  # the hit it comes from: one of the top hits, which may lie before the page asked for
+    text: str
+    span: Span  # into hit.passage.text, or into hit.article.title when `in_title`
+    in_title: bool
+    score: float  # the calibrated chance that it holds the answer
 
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     hits: list[Hit]
     total: int  # ranked passages that passed the filters (within the candidate pool), before paging
+    answer: HitAnswer | None = None  # None: not asked for, or no credible answer among the top hits
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +165,7 @@ class Retriever:
         mode: Mode = "hybrid",
         fusion: Fusion | None = None,
         model_highlights: int = 1,
+        answers: AnswerModel | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -164,6 +178,7 @@ class Retriever:
         # without them), how many at the top of each page get their sentences encoded at question time (the
         # rest: lexical overlap), since encoding at question time is slow (benchmarks/quality.md).
         self.model_highlights = model_highlights
+        self.answers = answers or AnswerModel.shipped()
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_encoder: Encoder | None = None
         self._sentence_lock = threading.Lock()
@@ -192,67 +207,99 @@ class Retriever:
         depth = max(self.candidates, (offset + top_k) * 4)
         rankings, vectors = self._candidates(queries, depth, allowed)
         ranked = [r.candidates for r in rankings]
+        # The answer is chosen among the top hits, whichever page is asked for.
+        want = max(offset + top_k, ANSWER_HITS) if with_highlights else offset + top_k
         if one_per_article:
             # Which candidates an article already holds is only known from their records: fetch them all.
             records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
-            pages, totals = [], []
-            for row in ranked:
-                hits = self._assemble(row, records, min_score, one_per_article)
-                pages.append(hits[offset : offset + top_k])
-                totals.append(len(hits))
+            leads = [self._assemble(row, records, min_score, one_per_article) for row in ranked]
+            totals = [len(hits) for hits in leads]
         else:
-            pages, totals = self._paged(ranked, offset, top_k, min_score)
-        if with_highlights:
-            pages = self._highlighted(queries, vectors, pages, [r.sentences for r in rankings])
-        return [SearchResult(hits=page, total=total) for page, total in zip(pages, totals, strict=True)]
+            leads, totals = self._leading(ranked, want, min_score)
+        if not with_highlights:
+            return [
+                SearchResult(hits=lead[offset : offset + top_k], total=total)
+                for lead, total in zip(leads, totals, strict=True)
+            ]
+        return self._answered(queries, vectors, leads, totals, [r.sentences for r in rankings], offset, top_k)
 
-    def add_highlights(self, questions: Sequence[str], pages: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        """`pages` (hits found without highlights, one list per question) with their answer spans."""
-        queries = [Query.parse(q) for q in questions]
-        vectors = self.encoder.encode_queries([q.text for q in queries]) if self.mode != "lexical" and queries else None
-        return self._highlighted(queries, vectors, [list(page) for page in pages], [{} for _ in queries])
-
-    def _highlighted(
+    def _answered(
         self,
         queries: list[Query],
         vectors: np.ndarray | None,
-        pages: list[list[Hit]],
+        leads: list[list[Hit]],
+        totals: list[int],
         known: list[dict[int, np.ndarray]],
-    ) -> list[list[Hit]]:
-        """Hits with their answer spans. The model scores the sentences of every hit whose sentence vectors the
-        index holds (`known`: those already read to rank, by passage key; the others are read here); of the hits
-        without, only the top `model_highlights` of each page, encoded in one batch for the whole request (the
-        rest: lexical overlap alone)."""
-        wanted = [vectors is not None and query.reads_model for query in queries]
+        offset: int,
+        top_k: int,
+    ) -> list[SearchResult]:
+        """Each page with its highlights, and the answer chosen among the top `ANSWER_HITS` hits (`qa.answer`)."""
+        shown = [lead[: max(offset + top_k, ANSWER_HITS)] for lead in leads]
+        cosines = self._sentence_cosines(vectors, shown, known)
+        titles = self.store.title_vectors([h.article.id for lead in shown for h in lead]) if vectors is not None else {}
+        out = []
+        for i, (query, lead, total) in enumerate(zip(queries, shown, totals, strict=True)):
+            evidence = [
+                Evidence(
+                    h.passage,
+                    h.article.title,
+                    h.score,
+                    cosines[i].get(h.key),
+                    float(titles[h.article.id] @ vectors[i])
+                    if vectors is not None and h.article.id in titles
+                    else None,
+                )
+                for h in lead
+            ]
+            top = self.answers.select(query, evidence[:ANSWER_HITS], self.store.idf)
+            highlights = list(top.highlights)
+            if len(lead) > ANSWER_HITS:  # the page reaches past the answer's hits: their highlights apart
+                highlights += self.answers.select(query, evidence[ANSWER_HITS:], self.store.idf).highlights
+            hits = [
+                Hit(
+                    h.key,
+                    h.passage,
+                    h.article,
+                    h.score,
+                    h.dense_score,
+                    h.lexical_score,
+                    () if span is None else (span,),
+                )
+                for h, span in zip(lead, highlights, strict=True)
+            ]
+            answer = None
+            if top.answer is not None:
+                hit = hits[top.answer.hit]
+                in_title = top.answer.span is None
+                span = (0, len(hit.article.title)) if top.answer.span is None else top.answer.span
+                answer = HitAnswer(hit, top.answer.text, span, in_title, top.answer.score)
+            out.append(SearchResult(hits=hits[offset : offset + top_k], total=total, answer=answer))
+        return out
+
+    def _sentence_cosines(
+        self, vectors: np.ndarray | None, pages: list[list[Hit]], known: list[dict[int, np.ndarray]]
+    ) -> list[dict[int, np.ndarray]]:
+        """Per question, the cosine of each sentence of its hits, by passage key. Sentence vectors come from the
+        index (`known`: those already read to rank; the others are read here); for hits without any (an index
+        built without them), only the top `model_highlights` of each question are encoded, in one batch for the
+        whole request; the rest go without the model's signal. Empty in lexical mode."""
+        if vectors is None:
+            return [{} for _ in pages]
         stored = {key: v for have in known for key, v in have.items()}
-        missing = [h.key for want, page in zip(wanted, pages, strict=True) if want for h in page if h.key not in stored]
+        missing = [h.key for page in pages for h in page if h.key not in stored]
         if missing:
             stored.update(self.store.sentence_vectors(keys=missing))
-        unencoded = [
-            h
-            for want, page in zip(wanted, pages, strict=True)
-            if want
-            for h in page[: self.model_highlights]
-            if h.key not in stored
-        ]
+        unencoded = [h for page in pages for h in page[: self.model_highlights] if h.key not in stored]
         texts = [t for h in unencoded for t in sentence_inputs(h.article.title, h.passage)]
-        encoded = self._sentence_vectors(texts) if texts else None
-        out, row = [], 0
-        for i, (query, page) in enumerate(zip(queries, pages, strict=True)):
-            highlighted = []
-            for rank, h in enumerate(page):
-                cosines = None
-                if wanted[i] and vectors is not None:
-                    sentence_vectors = stored.get(h.key)
-                    if sentence_vectors is None and rank < self.model_highlights and encoded is not None:
-                        n = len(h.passage.sentences)
-                        sentence_vectors, row = encoded[row : row + n], row + n
-                    if sentence_vectors is not None:
-                        cosines = (sentence_vectors @ vectors[i]).tolist()
-                spans = highlight(query, h.passage, sentence_cosines=cosines)
-                highlighted.append(Hit(h.key, h.passage, h.article, h.score, h.dense_score, h.lexical_score, spans))
-            out.append(highlighted)
-        return out
+        if texts:
+            encoded, row = self._sentence_vectors(texts), 0
+            for h in unencoded:
+                n = len(h.passage.sentences)
+                stored[h.key], row = encoded[row : row + n], row + n
+        return [
+            {h.key: stored[h.key] @ vector for h in page if h.key in stored}
+            for page, vector in zip(pages, vectors, strict=True)
+        ]
 
     def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
         """Vectors of highlight sentences ("title\nsentence"): the misses encoded in one batch, the rest from a
@@ -334,12 +381,12 @@ class Retriever:
             return None
         return stored
 
-    def _paged(
-        self, ranked: list[list[Candidate]], offset: int, top_k: int, min_score: float | None
+    def _leading(
+        self, ranked: list[list[Candidate]], want: int, min_score: float | None
     ) -> tuple[list[list[Hit]], list[int]]:
-        """Each row's page and total, fetching records only for the candidates that can reach the page.
+        """Each row's first `want` hits and its total, fetching records only for the candidates that can reach them.
 
-        Candidates are fetched in rounds (one query for all rows per round) until each page is full: a
+        Candidates are fetched in rounds (one query for all rows per round) until each row holds `want` hits: a
         passage deleted between search and lookup makes room for the next. `total` counts the ranked
         candidates at or above `min_score`, less the deleted ones seen.
         """
@@ -352,7 +399,6 @@ class Retriever:
         hits: list[list[Hit]] = [[] for _ in ranked]
         seen = [0] * len(ranked)  # candidates looked up so far, per row
         gone = [0] * len(ranked)  # of which deleted
-        want = offset + top_k
         while True:
             batch = [row[seen[i] : min(seen[i] + want - len(hits[i]), limits[i])] for i, row in enumerate(ranked)]
             if not any(batch):
@@ -366,8 +412,7 @@ class Retriever:
                         continue
                     hits[i].append(_hit(c, record))
                 seen[i] += len(part)
-        pages = [row[offset : offset + top_k] for row in hits]
-        return pages, [limit - g for limit, g in zip(limits, gone, strict=True)]
+        return hits, [limit - g for limit, g in zip(limits, gone, strict=True)]
 
     @staticmethod
     def _assemble(

@@ -132,7 +132,10 @@ class SearchOptions(BaseModel):
     )
     one_per_article: bool = Field(False, strict=True, description="At most one passage per article.")
     highlight: bool = Field(
-        True, strict=True, description="Mark the sentence(s) of each passage that answer the question."
+        True,
+        strict=True,
+        description="Mark the sentence of each passage that best answers the question, and choose the `answer`"
+        " (false: neither, slightly faster).",
     )
 
 
@@ -191,8 +194,25 @@ class AskHit(BaseModel):
     article: ArticleRef
 
 
+class Answer(BaseModel):
+    text: str = Field(description="The sentence that answers the question (or the article title, see `in_title`).")
+    passage_id: str = Field(description="The passage it comes from: one of the top 5 hits of the question.")
+    start: int = Field(description="Start offset (characters) into that passage's text, or its title when `in_title`.")
+    end: int = Field(description="End offset (exclusive).")
+    in_title: bool = Field(description="The article's title is the answer (news titles often state it).")
+    score: float = Field(
+        description="How sure: the calibrated chance (0..1) that it holds the answer. Below a threshold fitted on the"
+        " dev sets no answer is given (docs/quality.md)."
+    )
+    article: ArticleRef
+
+
 class AskResponse(BaseModel):
     question: str
+    answer: Answer | None = Field(
+        description="The one sentence among the top hits that answers the question, or null when none is a credible"
+        " answer (or `highlight` is false)."
+    )
     hits: list[AskHit]
     total: int = Field(description="Passages that matched (within the candidate pool), before paging.")
     took_ms: float

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from qa.config import Settings
 from qa.encoders import Encoder, load_encoder
 from qa.indexing import Indexer, open_index
-from qa.retriever import Hit, Retriever
-from qa.schemas import ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
+from qa.retriever import Hit, HitAnswer, Retriever
+from qa.schemas import Answer, ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
 from qa.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Service:
         return [
             AskResponse(
                 question=question,
+                answer=None if result.answer is None else answer_schema(result.answer),
                 hits=[hit_schema(h) for h in result.hits],
                 total=result.total,
                 took_ms=took_ms,
@@ -77,6 +78,19 @@ class Service:
 
     def close(self) -> None:
         self.store.close()
+
+
+def answer_schema(answer: HitAnswer) -> Answer:
+    start, end = answer.span
+    return Answer(
+        text=answer.text,
+        passage_id=answer.hit.passage.id,
+        start=start,
+        end=end,
+        in_title=answer.in_title,
+        score=answer.score,
+        article=ArticleRef.model_validate(answer.hit.article, from_attributes=True),
+    )
 
 
 def hit_schema(hit: Hit) -> AskHit:

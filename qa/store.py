@@ -28,7 +28,7 @@ from qa.dates import VIETNAM_TZ
 from qa.derived import DerivedIndex, PassageRow
 from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
-from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, open_lexical_index
+from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, idf, open_lexical_index
 from qa.query import Query
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
@@ -73,6 +73,10 @@ CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
 CREATE TABLE IF NOT EXISTS sentence_vectors (  -- optional: one vector per sentence of a passage
     key INTEGER PRIMARY KEY REFERENCES passages(key) ON DELETE CASCADE,
     vectors BLOB NOT NULL                      -- float16 [sentences, dim], L2-normalised, in sentence order
+);
+CREATE TABLE IF NOT EXISTS title_vectors (     -- optional, with the sentence vectors: the title read as a sentence
+    article_id TEXT PRIMARY KEY REFERENCES articles(id) ON DELETE CASCADE,
+    vector BLOB NOT NULL                       -- float16 [dim], L2-normalised
 );
 """
 
@@ -374,11 +378,12 @@ class Store:
         *,
         origin: str,
         sentence_vectors: Sequence[Sequence[np.ndarray]] | None = None,
+        title_vectors: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Insert or replace whole articles with their passages and vectors, in one transaction.
 
-        `sentence_vectors`, when given, holds per item one array per passage: a vector for each of its sentences
-        (`qa.retriever` scores them against the question and highlights with them).
+        `sentence_vectors`, when given, holds per item one array per passage: a vector for each of its sentences;
+        `title_vectors` one vector per item, its title (`qa.answer` scores both against the question).
         """
         if not items:
             return
@@ -395,6 +400,8 @@ class Store:
                 shapes = [np.shape(v) for v in per_passage]
                 if shapes != [(len(p.sentences), dim) for p in passages]:
                     raise ValueError(f"article {article.id!r}: sentence vectors of shapes {shapes} do not match")
+        if title_vectors is not None and [np.shape(v) for v in title_vectors] != [(dim,)] * len(items):
+            raise ValueError(f"one title vector of {dim} dimensions per article expected")
         with self._lock:
             ids = [a.id for a, _, _ in items]
             old_keys = self._keys_of(ids)
@@ -436,6 +443,14 @@ class Store:
                             ],
                         )
                     new_vectors.append(vectors)
+                if title_vectors is not None:
+                    self._conn.executemany(
+                        "INSERT INTO title_vectors(article_id, vector) VALUES (?, ?)",
+                        [
+                            (a.id, np.ascontiguousarray(v, dtype=np.float16).tobytes())
+                            for (a, _, _), v in zip(items, title_vectors, strict=True)
+                        ],
+                    )
                 self._bump_generation()
             vectors_added = np.vstack(new_vectors)
             rows = [PassageRow(k, t, v) for k, t, v in zip(new_keys, new_texts, vectors_added, strict=True)]
@@ -496,6 +511,12 @@ class Store:
         """BM25 of one question for each of `keys` (0 where it shares no term)."""
         return self.lexical.scores_for(query, keys)
 
+    def idf(self, terms: Sequence[str], folded: bool) -> list[float]:
+        """BM25 idf of each of `terms` among the passages, as accented syllables or accent-free ones (`folded`)."""
+        field = "folded" if folded else "syllables"
+        n_docs = len(self.lexical)
+        return [idf(n_docs, self.lexical.doc_freq(field, term)) for term in terms]
+
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
 
@@ -549,9 +570,29 @@ class Store:
                     out[name] = np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32)
         return out
 
-    def has_sentence_vectors(self) -> bool:
+    def title_vectors(self, article_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored title vectors (float32 [dim]) by article id; an article stored without one is absent."""
+        wanted = list(dict.fromkeys(article_ids))
+        out: dict[str, np.ndarray] = {}
         with self._lock:
-            return self._conn.execute("SELECT EXISTS(SELECT 1 FROM sentence_vectors)").fetchone()[0] == 1
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                part = wanted[start : start + 500]
+                rows = self._conn.execute(
+                    f"SELECT article_id, vector FROM title_vectors WHERE article_id IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+                out.update((name, np.frombuffer(blob, dtype=np.float16).astype(np.float32)) for name, blob in rows)
+        return out
+
+    def has_sentence_vectors(self) -> bool:
+        """Whether the index holds sentence and title vectors (an index built before titles had them does not)."""
+        with self._lock:
+            return (
+                self._conn.execute(
+                    "SELECT EXISTS(SELECT 1 FROM sentence_vectors) AND EXISTS(SELECT 1 FROM title_vectors)"
+                ).fetchone()[0]
+                == 1
+            )
 
     def keys_matching(self, filters: Filters) -> np.ndarray:
         """Passage keys whose article passes every given filter (an article with no date fails a date filter)."""

@@ -22,10 +22,13 @@ def env(monkeypatch, service):
     monkeypatch.setenv("QA_SEEDS", str(s.seeds))
 
 
-def test_ask_prints_ranked_hits_with_highlight(env, capsys):
+def test_ask_prints_the_answer_then_ranked_hits_with_highlight(env, capsys):
     assert main(["ask", "Quận Nam Từ Liêm có bao nhiêu đảng viên?", "-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("1. [")
+    answer, sources = out.split("\nSources:\n", 1)
+    assert answer.startswith("Answer: ") and "10.254 đảng viên" in answer
+    assert "from passage 002_793d685470df229a:" in answer and "Chủ tịch HĐND TP Hà Nội" in answer and "sure: " in answer
+    assert sources.lstrip("\n").startswith("1. [")
     assert "Chủ tịch HĐND TP Hà Nội kiểm tra" in out
     assert "«" in out and "10.254 đảng viên" in out  # the answering sentence is marked when not a terminal
     assert "(2 hits in" in out
@@ -36,6 +39,9 @@ def test_ask_json_matches_api_shape(env, capsys):
     body = json.loads(capsys.readouterr().out)
     assert body["hits"][0]["article"]["source"] == "ANTD.VN"
     assert {"passage_id", "text", "score", "highlights", "article"} <= set(body["hits"][0])
+    answer = body["answer"]  # chosen among the top 5 hits even with -k 1
+    assert answer["passage_id"].startswith("004_883b030afed6ad88:") and answer["article"]["source"] == "ANTD.VN"
+    assert answer["text"] and answer["end"] > answer["start"] and 0.0 < answer["score"] <= 1.0
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from qa.domain import sentence_inputs
-from qa.highlight import highlight
 from qa.indexing import Indexer
-from qa.retriever import Fusion, Retriever, fuse
+from qa.retriever import ANSWER_HITS, Fusion, Retriever, fuse
 from qa.store import Store
 from tests.fakes import HashingEncoder
 from tests.test_store import BODY_A, BODY_B, CHUNKING, ENC, item, make_article
@@ -33,7 +32,10 @@ def sentence_item(article):
 
 def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
     (a, sa), (b, sb) = sentence_item(make_article("a", BODY_A)), sentence_item(make_article("b", BODY_B))
+    titles = ENC.encode_passages([a[0].title, "Another title"])
     store.upsert([a, b], origin="seed", sentence_vectors=[sa, sb])
+    assert not store.has_sentence_vectors()  # no title vectors: an index built before titles had them
+    store.upsert([a, b], origin="seed", sentence_vectors=[sa, sb], title_vectors=list(titles))
     assert store.has_sentence_vectors()
     store.close()
     store = Store.open(tmp_path / "idx")
@@ -47,6 +49,13 @@ def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
     by_id = store.sentence_vectors(passage_ids=[p.id for p in a[1]])
     assert set(by_id) == {p.id for p in a[1]}
     np.testing.assert_allclose(by_id[a[1][0].id], sa[0], atol=1e-3)
+    by_article = store.title_vectors(["a", "b", "a", "missing"])
+    assert sorted(by_article) == ["a", "b"] and by_article["a"].dtype == np.float32
+    np.testing.assert_allclose(by_article["b"], titles[1], atol=1e-3)
+    store.delete(["a"])
+    assert sorted(store.title_vectors(["a", "b"])) == ["b"]
+    with pytest.raises(ValueError, match="title vector"):
+        store.upsert([b], origin="seed", sentence_vectors=[sb], title_vectors=[])
     store.close()
 
 
@@ -80,7 +89,7 @@ def test_mismatched_sentence_vectors_are_refused(store):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_indexer_stores_one_vector_per_sentence_when_enabled(store, enabled):
+def test_indexer_stores_one_vector_per_sentence_and_title_when_enabled(store, enabled):
     encoder = CountingEncoder()
     article = make_article("a", BODY_A + BODY_B)
     indexer = Indexer(store, encoder, chunking=CHUNKING, sentence_vectors=enabled)
@@ -94,7 +103,11 @@ def test_indexer_stores_one_vector_per_sentence_when_enabled(store, enabled):
     for p in passages:
         want = HashingEncoder().encode_passages(sentence_inputs(article.title, p))
         np.testing.assert_allclose(stored[p.id], want, atol=1e-3)
-    assert len(encoder.passage_texts) == len(passages) + sum(len(p.sentences) for p in passages)
+    np.testing.assert_allclose(
+        store.title_vectors(["a"])["a"], HashingEncoder().encode_passages([article.title])[0], atol=1e-3
+    )
+    # each passage, each sentence, and the title once
+    assert len(encoder.passage_texts) == len(passages) + sum(len(p.sentences) for p in passages) + 1
 
 
 def retriever_over(store, encoder, *, sentence_vectors: bool) -> Retriever:
@@ -133,19 +146,18 @@ def test_stored_and_encoded_sentence_vectors_highlight_the_top_hit_alike(tmp_pat
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_the_model_scores_every_hit_with_stored_vectors_and_only_the_top_one_otherwise(store, monkeypatch, enabled):
-    import qa.retriever
-
-    seen: list[bool] = []
-
-    def recording(question, passage, *, sentence_cosines=None, **kw):
-        seen.append(sentence_cosines is not None)
-        return highlight(question, passage, sentence_cosines=sentence_cosines, **kw)
-
     retriever = retriever_over(store, HashingEncoder(), sentence_vectors=enabled)
-    monkeypatch.setattr(qa.retriever, "highlight", recording)
+    seen: list[bool] = []
+    select = retriever.answers.select
+
+    def recording(query, evidence, idf):
+        seen.extend(e.sentence_cosines is not None for e in evidence)
+        return select(query, evidence, idf)
+
+    monkeypatch.setattr(retriever.answers, "select", recording)
     hits = retriever.search("Đảng bộ quận Nam Từ Liêm có bao nhiêu đảng viên?", top_k=4).hits
-    assert len(hits) == len(seen) == 4
-    assert seen == ([True] * 4 if enabled else [True, False, False, False])
+    assert len(hits) == 4 and len(seen) == ANSWER_HITS  # the answer is chosen among the top 5
+    assert seen == ([True] * ANSWER_HITS if enabled else [True] + [False] * (ANSWER_HITS - 1))
 
 
 def test_the_best_sentence_breaks_a_tie_between_passages():

@@ -5,6 +5,7 @@ analysis (`analysis.py`), so every backend indexes and asks for the same terms.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -14,11 +15,16 @@ import numpy as np
 from qa.derived import DerivedIndex
 from qa.query import Query
 
-__all__ = ["LexicalHits", "LexicalIndex", "create_lexical_index", "open_lexical_index"]
+__all__ = ["LexicalHits", "LexicalIndex", "create_lexical_index", "idf", "open_lexical_index"]
 
 # Lucene's (and tantivy's) BM25 parameters.
 K1 = 1.2
 B = 0.75
+
+
+def idf(n_docs: int, doc_freq: int) -> float:
+    """BM25's inverse document frequency (Lucene's form, never negative)."""
+    return math.log(1.0 + (n_docs - doc_freq + 0.5) / (doc_freq + 0.5))
 
 
 class LexicalHits(NamedTuple):

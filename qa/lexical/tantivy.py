@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import threading
 import time
@@ -24,7 +23,7 @@ import tantivy
 
 from qa.derived import PassageRow
 from qa.files import atomic_write_bytes
-from qa.lexical import K1, LexicalHits
+from qa.lexical import K1, LexicalHits, idf
 from qa.lexical.analysis import ANALYSIS_VERSION, PHRASE_WEIGHT, QueryTerms, passage_terms, query_terms
 from qa.query import Query
 
@@ -207,7 +206,7 @@ class TantivyIndex:
             for value in values:
                 df = searcher.doc_freq(field, value)
                 if df > 0:
-                    bound += weight * math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)) * (K1 + 1.0)
+                    bound += weight * idf(n_docs, df) * (K1 + 1.0)
         return bound
 
 

@@ -30,6 +30,41 @@ def test_ask_returns_answer_first_with_article(app_client):
     assert "10.254" in top["text"][span["start"] : span["end"]]
 
 
+def test_the_answer_is_one_sentence_of_a_top_hit(app_client):
+    body = app_client.post("/v1/ask", json={"question": "Quận Nam Từ Liêm có bao nhiêu đảng viên?"}).json()
+    answer = body["answer"]
+    assert "10.254 đảng viên" in answer["text"] and not answer["in_title"]
+    [hit] = [h for h in body["hits"] if h["passage_id"] == answer["passage_id"]]
+    assert hit["text"][answer["start"] : answer["end"]] == answer["text"]
+    assert {"start": answer["start"], "end": answer["end"]} in hit["highlights"]  # the answer is its hit's highlight
+    assert answer["article"] == hit["article"] and 0.0 < answer["score"] <= 1.0
+
+
+def test_the_answer_does_not_depend_on_the_page(app_client):
+    question = "Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?"
+    first = app_client.post("/v1/ask", json={"question": question}).json()
+    for options in ({"top_k": 1}, {"offset": 5}, {"top_k": 2, "offset": 3}):
+        page = app_client.post("/v1/ask", json={"question": question, **options}).json()
+        assert page["answer"] == first["answer"], options
+    assert "11.085,046" in first["answer"]["text"]
+
+
+def test_no_answer_when_nothing_answers_or_highlights_are_off(app_client):
+    for question in ("Giá vàng hôm nay bao nhiêu?", "bitcoin price"):  # nothing in the seeds says
+        uncovered = app_client.post("/v1/ask", json={"question": question}).json()
+        assert uncovered["answer"] is None and uncovered["hits"], question
+    plain = app_client.post(
+        "/v1/ask", json={"question": "Quận Nam Từ Liêm có bao nhiêu đảng viên?", "highlight": False}
+    ).json()
+    assert plain["answer"] is None and plain["hits"]
+
+
+def test_the_batch_form_answers_each_question(app_client):
+    questions = ["Quận Nam Từ Liêm có bao nhiêu đảng viên?", "Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?"]
+    results = app_client.post("/v1/ask/batch", json={"questions": questions}).json()["results"]
+    assert "10.254" in results[0]["answer"]["text"] and "11.085,046" in results[1]["answer"]["text"]
+
+
 def test_ask_top_k_and_dates(app_client):
     r = app_client.post("/v1/ask", json={"question": "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "top_k": 2})
     hits = r.json()["hits"]
