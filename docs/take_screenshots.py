@@ -46,8 +46,12 @@ def main() -> int:
 
                 box = driver.find_element(By.ID, "question")
                 box.send_keys(QUESTION, Keys.ENTER)
-                WebDriverWait(driver, 60).until(
-                    EC.presence_of_element_located((By.CSS_SELECTOR, ".turn .card .answer-mark"))
+                WebDriverWait(driver, 60).until(  # the reply (the answer sentence) and its sources are in
+                    lambda d: (
+                        d.find_elements(By.CSS_SELECTOR, ".turn .reply .reply-text")
+                        and d.find_elements(By.CSS_SELECTOR, ".turn .card .answer-mark")
+                        and d.find_element(By.ID, "ask-form").get_attribute("aria-busy") == "false"
+                    )
                 )
                 driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0);")
                 driver.save_screenshot(str(REPO / "docs" / "screenshot-answer.png"))
