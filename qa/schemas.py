@@ -210,8 +210,9 @@ class Answer(BaseModel):
 class AskResponse(BaseModel):
     question: str
     answer: Answer | None = Field(
+        None,
         description="The one sentence among the top hits that answers the question, or null when none is a credible"
-        " answer (or `highlight` is false)."
+        " answer (or `highlight` is false). Absent from servers older than the field: read as null.",
     )
     hits: list[AskHit]
     total: int = Field(description="Passages that matched (within the candidate pool), before paging.")

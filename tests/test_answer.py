@@ -230,3 +230,23 @@ def test_a_model_missing_a_weight_is_refused():
         AnswerModel(dict.fromkeys(CLASSES, {"cosine": 1.0}), calibration, 0.5)
     with pytest.raises(ValueError, match="calibration"):
         AnswerModel(dict.fromkeys(CLASSES, dict.fromkeys(FEATURES, 0.0)), dict.fromkeys(CLASSES, {}), 0.5)
+
+
+def test_a_top_hit_with_a_strong_answer_rises_and_stays_above_the_rest():
+    from qa.domain import Article
+    from qa.retriever import RERANK_WEIGHT, Hit, _reranked
+
+    article = Article("a", "T", TEXT, None, None, None)
+
+    def hit(key: int, score: float) -> Hit:
+        return Hit(key, passage(), article, score)
+
+    hits = [hit(1, 1.0), hit(2, 0.9), hit(3, 0.85), hit(4, 0.5)]
+    ordered = _reranked(hits, [2.0, 3.0, None])  # the second holds the strongest answer; the third has no candidate
+    assert [h.key for h in ordered] == [2, 3, 1, 4]
+    # 1.0 - 0.2 * (3 - 2) = 0.8 falls below the lowest score the top hits had: it takes that, so all stay above 0.5
+    assert [h.score for h in ordered] == [0.9, 0.85, 0.85, 0.5]
+    close = _reranked(hits, [2.9, 3.0, 3.0])  # a small lead against it: it stays first, a little lower
+    assert [h.key for h in close] == [1, 2, 3, 4]
+    assert close[0].score == pytest.approx(1.0 - 0.1 * RERANK_WEIGHT)
+    assert _reranked(hits, [None, None, None]) == hits

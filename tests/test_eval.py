@@ -81,6 +81,8 @@ def test_cli_json_shape(tmp_path, default_model_dir, monkeypatch, capsys):
     assert out["questions"] == 3
     assert set(out["recall"]) == {"1", "2"} and set(out["answer_hit"]) == {"1", "5"}
     assert out["recall"]["1"] == 1.0 and out["mrr@10"] == 1.0 and out["answer_hit"]["1"] == 1.0
+    assert 0.0 <= out["answer@1"] <= 1.0 and 0.0 <= out["answer_null"] <= 1.0
+    assert out["answer@1"] + out["answer_null"] <= 1.0
 
 
 def test_qa_eval_keeps_to_its_own_cache_whatever_the_environment(tmp_path, monkeypatch, capsys):
