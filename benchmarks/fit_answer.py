@@ -120,7 +120,7 @@ def retrieve(name: str, settings: Settings, encoder) -> list[Asked]:
         batch = questions[start : start + 64]
         texts = [strip_accents(q.question) if stripped else q.question for q in batch]
         results = retriever.search_many(texts, ANSWER_HITS, with_highlights=False)
-        vectors = encoder.encode_queries(texts)
+        vectors = encoder.encode_queries([Query.parse(t).text for t in texts])  # as the retriever encodes them
         stored = store.sentence_vectors(keys=[h.key for r in results for h in r.hits])
         titles = store.title_vectors([h.article.id for r in results for h in r.hits])
         for question, text, result, vector in zip(batch, texts, results, vectors, strict=True):

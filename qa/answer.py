@@ -53,8 +53,6 @@ FEATURES = (
     "similarity",  # the cosine itself (0 when not known): how close the best candidate is, not just the closest
     "coverage",  # idf-weighted share of the question's words the candidate holds
     "pairs",  # share of the question's adjacent word pairs the candidate holds as adjacent words
-    "previous",  # the coverage of the sentence before it in its passage (the answer often follows its subject)
-    "next",  # the coverage of the sentence after it
     "context_cosine",  # the mean within-passage cosine z-score of the sentences before and after it
     "best_coverage",  # its coverage over the best coverage among its passage's sentences
     "local_coverage",  # coverage with words weighted by how few candidates hold them (the question's specific words)
@@ -391,8 +389,6 @@ def features(
                 x[column["cosine_passage"]] = within[n]
                 neighbours = [within[k] for k in (n - 1, n + 1) if 0 <= k < len(within)]
                 x[column["context_cosine"]] = sum(neighbours) / len(neighbours) if neighbours else 0.0
-            x[column["previous"]] = coverage[n - 1] if n else 0.0
-            x[column["next"]] = coverage[n + 1] if n + 1 < len(coverage) else 0.0
             x[column["best_coverage"]] = coverage[n] / max(coverage) if max(coverage) > 0 else 0.0
             candidates.append(Candidate(i, ev.passage.sentences[n], text))
             rows.append(x)
