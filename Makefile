@@ -73,6 +73,7 @@ clean-index:
 bench: install model
 	$(BIN)/python -m benchmarks.bench_encode
 	$(BIN)/python -m benchmarks.bench_query
+	$(BIN)/python -m benchmarks.bench_answer
 	$(BIN)/python -m benchmarks.bench_lexical
 	$(BIN)/python -m benchmarks.bench_scale
 	$(BIN)/python -m benchmarks.report

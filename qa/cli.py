@@ -139,7 +139,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             if not answer.hits:
                 print("no passages found (is the index empty?)")
             else:
-                print(_render_answer(answer.answer, color) + "\n")
+                print(_render_answer(answer.answer, color))
             for rank, hit in enumerate(answer.hits, 1):
                 print(_render_hit(rank, hit, color) + "\n")
             print(f"({len(answer.hits)} hits in {answer.took_ms:.0f} ms)")
