@@ -1,14 +1,17 @@
 """Answer-sentence selection: the one sentence (or title) among the top hits that answers the question, and how sure.
 
-Every sentence of the top hits, and each hit's article title, is a candidate. A candidate is described by a few
-features (`FEATURES`): the model's cosine to the question (standardised over the question's candidates), the share
-of the question's words it holds (weighted by idf) and of its word pairs, the fused score of its passage, and
-whether it holds the kind of thing the question asks for ("bao nhiêu" a number, "khi nào" a date or time, "ai" a
-name, "ở đâu" a place) that the question does not already hold. A linear utility of the features ranks the
-candidates; the weights are fitted on the shared dev sets by `benchmarks/fit_answer.py` and shipped in
-`answer_model.json` beside this module, with the calibration that turns the best candidate's utility and its lead
-over the runner-up into the chance it holds the answer (`Answer.score`) and the threshold below which no sentence is
-offered. The same utility picks each hit's highlight, so a highlight and the answer never disagree.
+Every sentence of the top hits, and each hit's article title, is a candidate, described by a few features
+(`FEATURES`): the model's cosine to the question (standardised over the candidates and within its passage, and
+raw), the share of the question's words it holds (weighted by idf, and by how few candidates hold each word) and
+of its word pairs, its passage's fused score, and whether it holds the kind of thing the question asks for
+(`question_kind`: "bao nhiêu" a number, "khi nào" a date or time, "ai" a person, "ở đâu" a place, "công ty nào" a
+name) that the question does not already hold. A linear utility per kind of question (`question_class`) ranks the
+candidates; a logistic calibration of the best one's utility, lead, cosine and coverage gives the chance that it
+holds the answer (`Answer.score`), and below a threshold no answer is offered. Weights, calibrations and threshold
+are fitted on the shared dev sets by `benchmarks/fit_answer.py` and shipped in `answer_model.json` beside this
+module (benchmarks/quality.md, "Answer sentences"). The same utility picks each hit's highlight, so a highlight
+and the answer never disagree, and says how strongly each hit answers (`Selection.strength`), which
+`qa.retriever` uses to reorder the top hits.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ KINDS = ("number", "time", "person", "place", "name")
 
 # Read in this order: every row of the feature matrix follows it, and `answer_model.json` names its weights by it.
 FEATURES = (
-    "cosine",  # z-score of the sentence cosine over the question's candidates (questions the model reads)
+    "cosine",  # z-score of the sentence cosine over the question's candidates
     "cosine_passage",  # z-score of the cosine among the sentences of its own passage
     "similarity",  # the cosine itself (0 when not known): how close the best candidate is, not just the closest
     "coverage",  # idf-weighted share of the question's words the candidate holds
@@ -158,7 +161,7 @@ _SURNAMES = frozenset(
     tạ trịnh đoàn hà tô quách kiều triệu thái chu văn la lưu tăng vương mạc đàm khúc từ giang thân lại
     """.split()
 )
-_PERSON_TITLES = frozenset("ông bà anh chị cô chú bác ngài vua đồng chí".split())
+_PERSON_TITLES = frozenset("ông bà anh chị cô chú bác ngài vua".split())  # and "đồng chí" (comrade), two words
 _PLACE_WORDS = frozenset(
     "tại ở từ đến thành phố tỉnh huyện quận xã nước vùng miền đảo sông núi thủ đô bang châu làng phố".split()
 )
@@ -224,8 +227,8 @@ def _names(text: str) -> tuple[frozenset[str], frozenset[str]]:
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One hit as the selector sees it: its passage and title, its fused score, and the model's cosines of the
-    question with each of its sentences (None: not known, an index built without sentence vectors or a question
-    the model does not read) and with its title."""
+    question with each of its sentences and with its title (None: not known, in lexical mode or for an index
+    built without them)."""
 
     passage: Passage
     title: str
@@ -329,7 +332,7 @@ class AnswerModel:
             return 0.0
         weights = self.calibration[question_class(query)]
         z = sum(weights[name] * value for name, value in calibration_inputs(x, utilities).items())
-        return 1.0 / (1.0 + math.exp(-z))
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow
 
     def select(
         self,
