@@ -59,6 +59,26 @@ def test_no_answer_when_nothing_answers_or_highlights_are_off(app_client):
     assert plain["answer"] is None and plain["hits"]
 
 
+def test_a_title_that_states_the_answer_is_the_answer(app_client):
+    """News titles often hold the answer alone ("giá 1,3 tỷ đồng"): the title is a candidate like a sentence."""
+    body = (
+        "Mẫu điện thoại mới của Apple vừa chính thức lên kệ tại các cửa hàng trong nước sáng nay. "
+        "Máy có màn hình OLED tràn viền, camera kép phía sau và nhận diện khuôn mặt. "
+        "Nhiều người dùng đã xếp hàng từ sớm để mua máy. Các cửa hàng cho biết lượng đặt trước cao hơn dự kiến."
+    )
+    title = "iPhone X giá 1,3 tỷ đồng tại Việt Nam"
+    article = {"id": "test-title-answer", "title": title, "body": body, "source": "Test"}
+    assert app_client.post("/v1/articles", json={"articles": [article]}).status_code == 200
+    try:
+        for question in ("iPhone X giá bao nhiêu?", "iphone x gia bao nhieu"):
+            answer = app_client.post("/v1/ask", json={"question": question}).json()["answer"]
+            assert answer["in_title"] and answer["text"] == title, question
+            assert (answer["start"], answer["end"]) == (0, len(title))
+            assert answer["passage_id"].startswith("test-title-answer:") and answer["article"]["title"] == title
+    finally:
+        assert app_client.delete("/v1/articles/test-title-answer").status_code == 200
+
+
 def test_the_batch_form_answers_each_question(app_client):
     questions = ["Quận Nam Từ Liêm có bao nhiêu đảng viên?", "Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?"]
     results = app_client.post("/v1/ask/batch", json={"questions": questions}).json()["results"]
