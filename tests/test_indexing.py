@@ -9,6 +9,7 @@ from qa.chunking import CHUNKING
 from qa.config import Settings
 from qa.indexing import open_index
 from tests.fakes import HashingEncoder
+from tests.test_store import rows
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -24,8 +25,7 @@ def passage_ids(store) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for article in store.articles():
         out[article.id] = []
-    rows = store._conn.execute("SELECT article_id, id FROM passages ORDER BY article_id, ordinal").fetchall()
-    for article_id, pid in rows:
+    for article_id, pid in rows(store, "SELECT article_id, id FROM passages ORDER BY article_id, ordinal"):
         out[article_id].append(pid)
     return out
 
