@@ -7,7 +7,9 @@ import pytest
 
 from qa.chunking import CHUNKING
 from qa.config import Settings
-from qa.indexing import open_index
+from qa.indexing import StoreError, open_index
+from qa.query import Query
+from qa.store import DB_FILE
 from tests.fakes import HashingEncoder
 from tests.test_store import rows
 
@@ -120,3 +122,28 @@ def test_an_index_without_sentence_vectors_is_served_with_a_warning(tmp_path, ca
         store = open_index(on, HashingEncoder(), force_rebuild=True)
     assert store.has_sentence_vectors() and "sentence vectors" not in caplog.text
     store.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_an_index_in_a_database_server_serves_a_second_folder(settings, database_url, tmp_path):
+    """With QA_DATABASE_URL the rows live in the server: a second folder (another replica) opens the same index,
+    rebuilding its derived indexes from the database, and encodes nothing."""
+    encoder = HashingEncoder()
+    first = settings.model_copy(update={"database_url": database_url})
+    store = open_index(first, encoder)
+    ids = passage_ids(store)
+    top = store.search_lexical(Query.parse("Nam Từ Liêm có bao nhiêu đảng viên"), 1).keys.tolist()
+    store.close()
+    assert len(ids) == 5
+    assert not (first.index_dir / DB_FILE).exists(), "no SQLite file beside a database server"
+
+    calls = encoder.calls
+    second = first.model_copy(update={"data_dir": tmp_path / "replica"})
+    store = open_index(second, encoder)
+    assert encoder.calls == calls, "the second folder reads the vectors from the database"
+    assert passage_ids(store) == ids
+    assert store.search_lexical(Query.parse("Nam Từ Liêm có bao nhiêu đảng viên"), 1).keys.tolist() == top
+    store.close()
+
+    with pytest.raises(StoreError, match="rebuild"):
+        open_index(second, encoder, force_rebuild=True)
