@@ -229,10 +229,11 @@ class Store:
         engine = db.create_engine(db.database_url(path, database_url))
         where = path if database_url is None else f"{path} (database {engine.url!r})"
         try:
-            with engine.connect() as conn:
+            with engine.begin() as conn:
                 if not sa.inspect(conn).has_table(db.meta.name):
                     raise NoIndexError(f"no index at {where} (its database holds none): build one with `qa index`")
                 value: Any = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "format_version"))
+                db.metadata.create_all(conn)  # the tables a later version of this format added (title_vectors)
             version = int(json.loads(value))
         except (sa.exc.DBAPIError, TypeError, ValueError) as exc:
             engine.dispose()

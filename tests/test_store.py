@@ -126,6 +126,18 @@ def test_other_format_version_is_refused(store, tmp_path, database_url):
         Store.open(tmp_path / "idx", database_url=database_url)
 
 
+def test_an_index_from_before_a_table_existed_opens_with_it(store, tmp_path, database_url):
+    """An index built before title vectors were stored has no such table: opening it adds the table."""
+    store.upsert([item(make_article("a", BODY_A))], origin="seed")
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE title_vectors"))
+    store.close()
+    reopened = Store.open(tmp_path / "idx", database_url=database_url)
+    assert not reopened.has_sentence_vectors() and reopened.title_vectors(["a"]) == {}
+    assert reopened.manifest().articles == 1
+    reopened.close()
+
+
 def test_create_refuses_non_empty_folder(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
