@@ -142,10 +142,12 @@ def _passage_from_row(row: RowMapping) -> Passage:
     )
 
 
-def _corrupt(where: object, exc: BaseException) -> StoreError:
-    """The error for an unreadable index, in one line: the database's own words (SQLAlchemy's message adds the
-    statement and a link)."""
+def _unreadable(where: object, exc: BaseException, engine: Engine) -> StoreError:
+    """The error for an index that cannot be read, in one line: the database's own words (SQLAlchemy's message adds
+    the statement and a link). A database server that does not answer is not a corrupt index."""
     reason = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip().replace("\n", " ")
+    if isinstance(exc, sa.exc.OperationalError) and engine.dialect.name != "sqlite":
+        return StoreError(f"index at {where}: cannot reach its database ({reason})")
     return StoreError(f"index at {where} is corrupt ({reason}): rebuild it with `qa index --rebuild`")
 
 
@@ -237,7 +239,7 @@ class Store:
             version = int(json.loads(value))
         except (sa.exc.DBAPIError, TypeError, ValueError) as exc:
             engine.dispose()
-            raise _corrupt(where, exc) from exc
+            raise _unreadable(where, exc, engine) from exc
         except BaseException:
             engine.dispose()
             raise
@@ -255,7 +257,7 @@ class Store:
             store._lexical = store._load_lexical()
         except sa.exc.DBAPIError as exc:  # damage past the header only shows when the pages are read
             engine.dispose()
-            raise _corrupt(where, exc) from exc
+            raise _unreadable(where, exc, engine) from exc
         return store
 
     @property

@@ -118,6 +118,15 @@ def test_missing_and_corrupt_index_raise_store_error(tmp_path):
         Store.open(tmp_path / "bad")
 
 
+def test_a_database_server_that_does_not_answer_is_not_called_corrupt(tmp_path):
+    from tests.servers import free_port
+
+    url = f"postgresql+psycopg://viqa@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    with pytest.raises(StoreError, match="cannot reach its database") as caught:
+        Store.open(tmp_path / "idx", database_url=url)
+    assert "\n" not in str(caught.value) and "corrupt" not in str(caught.value)
+
+
 def test_other_format_version_is_refused(store, tmp_path, database_url):
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE meta SET value = '999' WHERE key = 'format_version'"))
