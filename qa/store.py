@@ -235,8 +235,9 @@ class Store:
                 if not sa.inspect(conn).has_table(db.meta.name):
                     raise NoIndexError(f"no index at {where} (its database holds none): build one with `qa index`")
                 value: Any = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "format_version"))
-                db.metadata.create_all(conn)  # the tables a later version of this format added (title_vectors)
-            version = int(json.loads(value))
+                version = int(json.loads(value))
+                if version == FORMAT_VERSION:  # the tables a later version of this format added (title_vectors)
+                    db.metadata.create_all(conn)
         except (sa.exc.DBAPIError, TypeError, ValueError) as exc:
             engine.dispose()
             raise _unreadable(where, exc, engine) from exc
