@@ -12,6 +12,7 @@ knows nothing of parsing, chunking or models.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -351,6 +352,11 @@ class Store:
                     yield [PassageRow(r[0], encoder_input(r[1], r[2]), none) for r in rows]
 
     # --- metadata ------------------------------------------------------------------------------
+    @functools.cached_property
+    def _dim(self) -> int:
+        """The vectors' dimension, fixed when the store was created."""
+        return self.manifest().dim
+
     def _meta(self, conn: sa.Connection) -> dict[str, Any]:
         return {key: json.loads(value) for key, value in conn.execute(sa.select(db.meta.c.key, db.meta.c.value))}
 
@@ -590,9 +596,8 @@ class Store:
         else:
             column = _PASSAGE.id
             query = sa.select(column, vectors).join_from(db.sentence_vectors, db.passages)
+        dim = self._dim
         with self._lock:
-            with self.engine.connect() as conn:
-                dim = int(json.loads(conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "dim")) or "0"))
             rows = self._rows_in(query, column, wanted)
         return {name: np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32) for name, blob in rows}
 
