@@ -235,9 +235,9 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
     sync_seeds(settings, store, encoder, progress=progress)
     if settings.sentence_vectors and store.manifest().passages and not store.has_sentence_vectors():
         log.warning(
-            "index %s holds no sentence vectors (built by an older version, or with QA_SENTENCE_VECTORS=false): "
-            "ranking goes without the best-sentence signal and highlights encode at question time; "
-            "`qa index --rebuild` adds them",
+            "index %s lacks sentence or title vectors (built by an older version, or with "
+            "QA_SENTENCE_VECTORS=false): ranking may go without the best-sentence signal, answers without the titles' "
+            "cosine, and the top hit's sentences are encoded at question time; `qa index --rebuild` adds them",
             target,
         )
     return store
