@@ -584,6 +584,30 @@ class Store:
                 out.update((name, np.frombuffer(blob, dtype=np.float16).astype(np.float32)) for name, blob in rows)
         return out
 
+    def titles_without_vectors(self) -> list[tuple[str, str]]:
+        """(article id, title) of the articles with sentence vectors but no title vector, in id order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT a.id, a.title FROM articles a"
+                " WHERE NOT EXISTS (SELECT 1 FROM title_vectors t WHERE t.article_id = a.id)"
+                " AND EXISTS (SELECT 1 FROM passages p JOIN sentence_vectors s ON s.key = p.key"
+                " WHERE p.article_id = a.id) ORDER BY a.id"
+            ).fetchall()
+        return [(str(i), str(t)) for i, t in rows]
+
+    def add_title_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Store title vectors of articles already indexed (an article since removed is skipped), in one
+        transaction; the derived indexes do not read them, so the generation stays."""
+        dim = self.manifest().dim
+        if any(np.shape(v) != (dim,) for v in vectors.values()):
+            raise ValueError(f"title vectors of {dim} dimensions expected")
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO title_vectors(article_id, vector)"
+                " SELECT id, ? FROM articles WHERE id = ?",
+                [(np.ascontiguousarray(v, dtype=np.float16).tobytes(), i) for i, v in vectors.items()],
+            )
+
     def has_sentence_vectors(self) -> bool:
         """Whether the index holds sentence and title vectors (an index built before titles had them does not)."""
         with self._lock:
