@@ -2,23 +2,26 @@
 
 For every question of XQuAD-vi and MLQA-vi dev (with tone marks, without them, and XQuAD's English questions) the
 retriever's top 5 hits are taken as the service takes them, and every candidate (each hit's sentences and title)
-is described by `qa.answer.AnswerModel.features`. A candidate is right when it contains a gold answer string
-(NFC, case-insensitive). The utility is a conditional logit: the weights that make the right candidates likeliest
-among each question's candidates (L2-regularised, L-BFGS from zero: deterministic). The calibration is a logistic
-regression of "the best candidate is right" on its utility and its lead over the runner-up, over every question,
-including those whose hits hold no right candidate.
-
-Each question class (`qa.answer.CLASSES`: Vietnamese with tone marks, without them, another language) has its own
-weights and calibration. The threshold is one for all (`MAX_NULL_COST`).
+is described by `qa.answer.features`. A candidate is right when it contains a gold answer string (NFC,
+case-insensitive). Per question class (`qa.answer.CLASSES`: Vietnamese with tone marks, without them, another
+language):
+- the utility is a conditional logit: the weights under which each question's right candidates are likeliest among
+  its own (L2-regularised, L-BFGS from zero: deterministic);
+- the calibration is a logistic regression of "the best candidate is right" on `qa.answer.calibration_inputs`,
+  over the real questions and the same questions made unanswerable two ways: their own context's hits dropped, and
+  asked of the other set's contexts.
+The threshold is one for all: the one that maximises answer@1 + `DECLINE_WORTH` x the share of other-corpus
+questions declined, over the Vietnamese sets.
 
 Reported: fitted on XQuAD-vi and measured on MLQA-vi, and the reverse (answer@1, the share answered null, answer@1
-had every question been answered, and the share answered null of the questions made unanswerable by dropping
-their own context's hits); English questions exist for XQuAD only, so their weights are measured fitted on half
-its contexts and measured on the other half, both ways; then the shipped model, fitted on everything.
-`--check` fails unless the shipped file is what the fit gives.
+had every question been answered, the share of unanswerable questions declined, both ways); English questions
+exist for XQuAD only, so their weights are fitted on half its contexts and measured on the other half, both ways;
+`--ablation` adds each feature left out; then the shipped model, fitted on everything. `--write` writes it,
+`--check` fails unless the shipped file is what the fit gives (`compare`).
 
-Run: `.venv/bin/python -m benchmarks.fit_answer [--write | --check]` (needs ../shared/eval; the eval indexes are
-cached under the data dir's eval-cache/, as `qa eval` caches them; a few minutes on 2 cores).
+Run: `.venv/bin/python -m benchmarks.fit_answer [--write | --check] [--ablation]` (needs ../shared/eval; the eval
+indexes are cached under the data dir's eval-cache/, as `qa eval` caches them, and so are the retrieved hits,
+`answer-evidence-*.pkl`: delete those after a change to retrieval; a few minutes on 2 cores).
 """
 
 from __future__ import annotations
