@@ -603,8 +603,7 @@ class Store:
             raise ValueError(f"title vectors of {dim} dimensions expected")
         with self._lock, self._conn:
             self._conn.executemany(
-                "INSERT OR REPLACE INTO title_vectors(article_id, vector)"
-                " SELECT id, ? FROM articles WHERE id = ?",
+                "INSERT OR REPLACE INTO title_vectors(article_id, vector) SELECT id, ? FROM articles WHERE id = ?",
                 [(np.ascontiguousarray(v, dtype=np.float16).tobytes(), i) for i, v in vectors.items()],
             )
 
