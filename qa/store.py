@@ -308,6 +308,7 @@ class Store:
         )  # fmt: skip
         if index is not None:
             index.close()
+            index = None  # the engine's own threads go with the last reference
         started = time.perf_counter()
         index = create()
         total = 0

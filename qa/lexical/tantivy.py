@@ -65,7 +65,9 @@ class TantivyIndex:
     def create(cls, directory: Path) -> TantivyIndex:
         directory = Path(directory)
         shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+        # exist_ok: a reader of the index being replaced (still alive in this process) may recreate tantivy's lock
+        # file while rmtree empties the folder, which then stays; a lock file is not an index.
+        directory.mkdir(parents=True, exist_ok=True)
         return cls(directory, tantivy.Index(_schema(), path=str(directory), reuse=False))
 
     @classmethod
