@@ -221,6 +221,22 @@ def create_in_server(settings: Settings, encoder: Encoder) -> Store:
     )
 
 
+def add_missing_titles(store: Store, encoder: Encoder, *, batch: int = 256, progress: bool = False) -> int:
+    """Encode the titles of the articles indexed without a title vector (by a version before titles had them),
+    so an index gains them at its next open without re-embedding anything else; returns how many."""
+    missing = store.titles_without_vectors()
+    if missing:
+        log.info("encoding %d article titles the index lacks", len(missing))
+    bar = tqdm(total=len(missing), desc="titles", unit="title", disable=not progress or not missing)
+    for start in range(0, len(missing), batch):
+        part = missing[start : start + batch]
+        vectors = encoder.encode_passages([title for _, title in part], batch_size=batch)
+        store.add_title_vectors({article_id: v for (article_id, _), v in zip(part, vectors, strict=True)})
+        bar.update(len(part))
+    bar.close()
+    return len(missing)
+
+
 def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = False, progress: bool = False) -> Store:
     """Open the configured index, rebuilding it when missing or stale and syncing it with the seeds.
 
@@ -262,11 +278,13 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
         assert previous is not None
         store = previous
     sync_seeds(settings, store, encoder, progress=progress)
+    if settings.sentence_vectors:
+        add_missing_titles(store, encoder, progress=progress)
     if settings.sentence_vectors and store.manifest().passages and not store.has_sentence_vectors():
         log.warning(
-            "index %s holds no sentence vectors (built by an older version, or with QA_SENTENCE_VECTORS=false): "
-            "ranking goes without the best-sentence signal and highlights encode at question time; "
-            "`qa index --rebuild` adds them",
+            "index %s lacks sentence or title vectors (built by an older version, or with "
+            "QA_SENTENCE_VECTORS=false): ranking may go without the best-sentence signal, answers without the titles' "
+            "cosine, and the top hit's sentences are encoded at question time; `qa index --rebuild` adds them",
             target,
         )
     return store

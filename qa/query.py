@@ -35,9 +35,3 @@ class Query:
     def folded(self) -> bool:
         """Matched against the accent-free lexical field (it has no diacritics to tell "đường" from "dương")."""
         return not self.accented
-
-    @property
-    def reads_model(self) -> bool:
-        """The model's sentence cosines pick the answer of this question (not for unaccented Vietnamese, where
-        they are noise next to the shared words)."""
-        return self.accented or self.foreign

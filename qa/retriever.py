@@ -1,4 +1,5 @@
-"""The read path: question → dense + lexical candidates → fused, filtered, paged, highlighted `Hit`s.
+"""The read path: question → dense + lexical candidates → fused, filtered `Hit`s → the answer among the top hits
+(`qa.answer`), which also reorders them and highlights each → the page.
 
 Hybrid ranking is by `w * z(dense) + (1 - w) * z(lexical) + 0.2 * z(best sentence)`, each signal standardised
 (z-score) over the question's normalisation pool (the top `candidates` of each signal); `w` is 0.5 for a question
@@ -178,7 +179,7 @@ class Retriever:
         self.fusion = fusion or Fusion()
         # Hits with stored sentence vectors are all scored by the model; of those without (an index built
         # without them), how many at the top of each page get their sentences encoded at question time (the
-        # rest: lexical overlap), since encoding at question time is slow (benchmarks/quality.md).
+        # rest go without the model's cosine), since encoding at question time is slow (benchmarks/quality.md).
         self.model_highlights = model_highlights
         self.answers = answers or AnswerModel.shipped()
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -610,6 +610,39 @@ class Store:
             )
         return {name: np.frombuffer(blob, dtype=np.float16).astype(np.float32) for name, blob in rows}
 
+    def titles_without_vectors(self) -> list[tuple[str, str]]:
+        """(article id, title) of the articles with sentence vectors but no title vector, in id order."""
+        a, t, p, sv = db.articles.c, db.title_vectors.c, db.passages.c, db.sentence_vectors.c
+        with_title = sa.exists(sa.select(t.article_id).where(t.article_id == a.id))
+        with_sentences = sa.exists(
+            sa.select(p.key)
+            .select_from(db.passages.join(db.sentence_vectors, sv.key == p.key))
+            .where(p.article_id == a.id)
+        )
+        query = sa.select(a.id, a.title).where(~with_title, with_sentences).order_by(a.id)
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(str(i), str(title)) for i, title in rows]
+
+    def add_title_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        """Store title vectors of articles already indexed (an article since removed is skipped), in one
+        transaction; the derived indexes do not read them, so the generation stays."""
+        dim = self.manifest().dim
+        if any(np.shape(v) != (dim,) for v in vectors.values()):
+            raise ValueError(f"title vectors of {dim} dimensions expected")
+        if not vectors:
+            return
+        with self._lock, self.engine.begin() as conn:
+            present = set(
+                conn.execute(sa.select(db.articles.c.id).where(db.articles.c.id.in_(list(vectors)))).scalars()
+            )
+            rows = [
+                {"article_id": i, "vector": np.ascontiguousarray(v, dtype=np.float16).tobytes()}
+                for i, v in vectors.items()
+                if i in present
+            ]
+            db.insert_or_replace(conn, db.title_vectors, rows)
+
     def has_sentence_vectors(self) -> bool:
         """Whether the index holds sentence and title vectors (an index built before titles had them does not)."""
         query = sa.select(

@@ -24,6 +24,8 @@ def test_compare_names_each_number_that_strays_beyond_the_tolerance():
     assert compare(model, model) == []
     moved = json.loads(json.dumps(model))
     moved["weights"]["accented"]["cosine"] += 0.005  # within the tolerance
+    intercept = moved["calibration"]["accented"]["intercept"]
+    moved["calibration"]["accented"]["intercept"] += 0.005 * max(1.0, abs(intercept))  # relative beyond 1
     assert compare(model, moved) == []
     moved["weights"]["foreign"]["coverage"] += 0.5
     moved["threshold"] += 0.05

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from qa.chunking import CHUNKING
 from qa.config import Settings
@@ -147,3 +148,35 @@ def test_an_index_in_a_database_server_serves_a_second_folder(settings, database
 
     with pytest.raises(StoreError, match="rebuild"):
         open_index(second, encoder, force_rebuild=True)
+
+
+def test_an_index_built_before_titles_had_vectors_gains_them_at_the_next_open(settings):
+    encoder = HashingEncoder()
+    store = open_index(settings, encoder)
+    titles = {a.id: a.title for a in store.articles()}
+    with store.engine.begin() as conn:  # as an older version left it: sentence vectors, no title vectors
+        conn.execute(sa.text("DELETE FROM title_vectors"))
+    generation = store.manifest().generation
+    assert not store.has_sentence_vectors() and len(store.titles_without_vectors()) == len(titles)
+    store.close()
+
+    calls = encoder.calls
+    again = open_index(settings, encoder)
+    assert again.has_sentence_vectors() and again.titles_without_vectors() == []
+    assert encoder.calls == calls + 1, "the titles alone, in one batch: nothing else re-encoded"
+    stored = again.title_vectors(list(titles))
+    assert sorted(stored) == sorted(titles)
+    for article_id, title in titles.items():
+        assert abs(stored[article_id] - encoder.encode_passages([title])[0]).max() < 1e-2  # stored as float16
+    assert again.manifest().generation == generation, "derived indexes do not read title vectors"
+    again.close()
+
+
+def test_title_vectors_for_a_removed_article_are_skipped(settings):
+    store = open_index(settings, HashingEncoder())
+    vector = HashingEncoder().encode_passages(["x"])[0]
+    store.add_title_vectors({"no-such-article": vector})
+    assert store.title_vectors(["no-such-article"]) == {}
+    with pytest.raises(ValueError, match="dimensions"):
+        store.add_title_vectors({"x": vector[:-1]})
+    store.close()

@@ -22,7 +22,6 @@ def test_classification(question, accented, foreign):
     query = Query.parse(question)
     assert (query.accented, query.foreign) == (accented, foreign)
     assert query.folded == (not accented)
-    assert query.reads_model == (accented or foreign)
 
 
 def test_text_is_normalised_and_stripped():
