@@ -719,7 +719,7 @@ class Store:
         counts: dict[str, int] = dict.fromkeys(article_ids, 0)
         with self._lock, self.engine.connect() as conn:
             for part in _chunks(list(counts)):
-                counts.update(conn.execute(query.where(_PASSAGE.article_id.in_(part))).tuples())
+                counts.update((str(i), int(n)) for i, n in conn.execute(query.where(_PASSAGE.article_id.in_(part))))
         return counts
 
     def close(self) -> None:
