@@ -78,7 +78,7 @@ def pools_for(name: str, encoder, settings: Settings) -> list[Pool]:
         for question, query, vector, row in zip(questions, queries, vectors, ranked, strict=True):
             idf = {}
             for term in dict.fromkeys(tokenize(query.text)):
-                df = store.lexical.doc_freq("syllables", term)
+                df = store.lexical.doc_freqs("syllables", [term])[0]
                 idf[term] = math.log(1 + (n_docs - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
             pools.append(
                 Pool(

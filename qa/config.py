@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -53,9 +53,16 @@ class Settings(BaseSettings):
         description="Origins allowed to call the API from a browser (QA_CORS_ORIGINS: a JSON list or "
         "comma-separated); empty: no CORS headers at all.",
     )
-    vector_backend: Literal["faiss", "milvus"] = Field("faiss", description="Where passage vectors are searched.")
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where passage vectors are searched: FAISS in the index folder, or Milvus."
+    )
+    lexical_backend: Literal["tantivy", "milvus"] = Field(
+        "tantivy", description="Where BM25 runs: tantivy in the index folder, or Milvus (its BM25 function)."
+    )
     milvus_uri: str | None = Field(
-        None, description="Milvus server URI (http://host:19530) or a local milvus-lite .db file."
+        None,
+        description="Milvus server URI (http://host:19530) or a local milvus-lite .db file (unset: milvus.db in the "
+        "index folder).",
     )
     database_url: str | None = Field(
         None,
@@ -88,7 +95,11 @@ class Settings(BaseSettings):
         description="Memory-map the FAISS file at open where the index kind allows: instant start and pages "
         "shared between processes, but the first questions pay page faults (off: the file is read into memory).",
     )
-    milvus_collection: str = Field("viqa_passages", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    milvus_collection: str = Field(
+        "viqa_passages",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+        description="Prefix of the index's Milvus collections (<prefix>_<index id>, and _bm25 for BM25).",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -105,6 +116,11 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def store_options(self) -> dict[str, Any]:
+        """Where the index's parts live, as `Store.open` and `Store.create` take it."""
+        return {"vectors": self.vectors, "lexical_backend": self.lexical_backend, "database_url": self.database_url}
 
     @property
     def vectors(self) -> VectorConfig:

@@ -78,6 +78,45 @@ title_vectors = sa.Table(
 )
 
 
+# With a lexical engine that keeps no term statistics of its own reachable per term (Milvus): how many passages hold
+# each word, in the write's own transaction, for the answer's idf weights (`Store.idf`). Unigrams only:
+# accented syllables ("syllables") and accent-free ones ("folded").
+term_stats = sa.Table(
+    "term_stats",
+    metadata,
+    sa.Column("field", sa.Text, primary_key=True),
+    sa.Column("term", sa.Text, primary_key=True),
+    sa.Column("docs", sa.BigInteger, nullable=False),
+)
+
+# Passage keys removed from the database whose rows a shared search engine (Milvus) may still hold: recorded in the
+# write's transaction, deleted from the engines after the commit, then from here; replayed at open and before each
+# write, so a crash between the two never leaves them there for good (a hit is always read back from the database,
+# so until then they are only skipped).
+pending_deletes = sa.Table(
+    "pending_deletes",
+    metadata,
+    sa.Column("key", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
+)
+
+
+def lock_articles(conn: Connection, article_ids: Iterable[str]) -> None:
+    """On PostgreSQL, hold a lock per article id until the transaction ends (in id order, so two writers never wait
+    on each other in a cycle): writers of the same article take turns, and each reads its old passages after the
+    other's commit. SQLite has one writer at a time anyway."""
+    if conn.dialect.name != "postgresql":
+        return
+    for article_id in sorted(set(article_ids)):
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(article_id, 0))))
+
+
+def lock_name(conn: Connection, name: str) -> None:
+    """On PostgreSQL, a lock on `name` held until the transaction ends (e.g. one replica building a search engine's
+    collection while the others wait); nothing on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(name, 1))))
+
+
 def database_url(folder: Path, url: str | None) -> str:
     """`url`, or the embedded default: the SQLite file in the index `folder`."""
     return url or f"sqlite:///{Path(folder) / DB_FILE}"
@@ -122,12 +161,35 @@ def insert_or_replace(conn: Connection, table: sa.Table, rows: Iterable[Mapping[
     rows = list(rows)
     if not rows:
         return
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is None:
-        raise NotImplementedError(f"no insert-or-replace for {conn.dialect.name} databases")
-    stmt = dialect.insert(table)
+    stmt = _dialect(conn).insert(table)
     keys = [c.name for c in table.primary_key]
     stmt = stmt.on_conflict_do_update(
         index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     )
     conn.execute(stmt, rows)
+
+
+def insert_if_absent(conn: Connection, table: sa.Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Insert `rows`, leaving a row of the same primary key as it is (two writers at once: the first one's stays)."""
+    rows = list(rows)
+    if rows:
+        conn.execute(_dialect(conn).insert(table).on_conflict_do_nothing(), rows)
+
+
+def add_counts(conn: Connection, table: sa.Table, rows: Iterable[Mapping[str, Any]], column: str) -> None:
+    """Add each row's `column` to the stored row of the same primary key (inserting it where there is none). Give
+    the rows in key order: two writers then lock shared rows in the same order and never deadlock."""
+    rows = list(rows)
+    if not rows:
+        return
+    stmt = _dialect(conn).insert(table)
+    keys = [c.name for c in table.primary_key]
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={column: table.c[column] + stmt.excluded[column]})
+    conn.execute(stmt, rows)
+
+
+def _dialect(conn: Connection) -> Any:
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+    if dialect is None:
+        raise NotImplementedError(f"no upserts for {conn.dialect.name} databases")
+    return dialect

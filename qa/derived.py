@@ -8,13 +8,16 @@ between the two, or it is missing or damaged) is rebuilt from the database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-__all__ = ["DerivedIndex", "PassageRow"]
+if TYPE_CHECKING:
+    from qa.schemas import Filters
+
+__all__ = ["DerivedIndex", "PassageRow", "Scope"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +27,37 @@ class PassageRow:
     key: int  # the database's passage key, never reused
     text: str  # what the lexical index reads: `qa.domain.encoder_input(title, passage text)`
     vector: np.ndarray  # float32, L2-normalised
+    # What a search engine filters on by itself (Milvus): the article's id, source and date (ISO 8601, naive
+    # Vietnam local time, as the database stores it).
+    article_id: str = ""
+    source: str | None = None
+    published_at: str | None = None
+
+
+@dataclass(slots=True)
+class Scope:
+    """Which passages a search may return: `filters` (None: all). An engine that filters by itself reads `filters`;
+    one that needs the passage keys calls `keys()`, looked up in the database once per question batch."""
+
+    filters: Filters | None
+    lookup: Callable[[Filters], np.ndarray]
+    _keys: np.ndarray | None = None
+
+    def keys(self) -> np.ndarray | None:
+        """The allowed passage keys (None: every passage)."""
+        if self.filters is None:
+            return None
+        if self._keys is None:
+            self._keys = self.lookup(self.filters)
+        return self._keys
 
 
 class DerivedIndex(Protocol):
+    # False: kept beside this process's database and stamped with its generation (FAISS, tantivy). True: kept in a
+    # search engine every replica shares (Milvus): a write adds its passages there before its commit and removes the
+    # old ones after it (`qa.database.pending_deletes`), and the stamp is unused.
+    shared: bool
+
     def saved_generation(self) -> int | None:
         """The database generation this index was last saved at (None: never saved, or unreadable)."""
         ...

@@ -190,7 +190,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f".{target.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
-    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=CHUNKING, vectors=settings.vectors)
+    store = Store.create(building, model=encoder.name, dim=encoder.dim, chunking=CHUNKING, **settings.store_options)
     try:
         indexer = Indexer.from_settings(store, encoder, settings)
         if previous is not None:
@@ -204,7 +204,7 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
         shutil.rmtree(building, ignore_errors=True)
         raise
     _swap_in(building, target)
-    return Store.open(target, vectors=settings.vectors)
+    return Store.open(target, **settings.store_options)
 
 
 def create_in_server(settings: Settings, encoder: Encoder) -> Store:
@@ -216,8 +216,7 @@ def create_in_server(settings: Settings, encoder: Encoder) -> Store:
         model=encoder.name,
         dim=encoder.dim,
         chunking=CHUNKING,
-        vectors=settings.vectors,
-        database_url=settings.database_url,
+        **settings.store_options,
     )
 
 
@@ -250,7 +249,7 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
     reason: str | None = "no index yet"
     if target.exists() or not embedded:  # a database server may hold an index that this folder has never seen
         try:
-            previous = Store.open(target, vectors=settings.vectors, database_url=settings.database_url)
+            previous = Store.open(target, **settings.store_options)
         except NoIndexError:
             if embedded and not force_rebuild:
                 raise

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from qa.answer import AnswerModel, Evidence
+from qa.derived import Scope
 from qa.domain import Article, Passage, Span, sentence_inputs
 from qa.encoders import Encoder
 from qa.lexical import LexicalHits
@@ -203,12 +204,12 @@ class Retriever:
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
         queries = [Query.parse(q) for q in questions]
-        allowed = None if filters is None or is_empty(filters) else self.store.keys_matching(filters)
-        if not queries or (allowed is not None and not len(allowed)):
-            return [SearchResult(hits=[], total=0) for _ in queries]
+        scope = self.store.scope(None if filters is None or is_empty(filters) else filters)
+        if not queries:
+            return []
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
-        rankings, vectors = self._candidates(queries, depth, allowed)
+        rankings, vectors = self._candidates(queries, depth, scope)
         ranked = [r.candidates for r in rankings]
         # The top hits are reordered by their answers, and the answer chosen among them, whichever page is asked for.
         want = max(offset + top_k, ANSWER_HITS)
@@ -329,16 +330,12 @@ class Retriever:
                     self._sentence_cache.move_to_end(t)
         return np.stack([cached[t] for t in texts])
 
-    def _candidates(
-        self, queries: list[Query], depth: int, allowed: np.ndarray | None
-    ) -> tuple[list[_Ranking], np.ndarray | None]:
+    def _candidates(self, queries: list[Query], depth: int, scope: Scope) -> tuple[list[_Ranking], np.ndarray | None]:
         """Each question's ranking, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
-            return [
-                _Ranking(_lexical_only(self.store.search_lexical(q, depth, allowed=allowed))) for q in queries
-            ], None
+            return [_Ranking(_lexical_only(self.store.search_lexical(q, depth, scope=scope))) for q in queries], None
         vectors = self.encoder.encode_queries([q.text for q in queries])
-        scores, keys = self.store.search(vectors, depth, allowed=allowed)
+        scores, keys = self.store.search(vectors, depth, scope=scope)
         dense_rows = [
             {int(k): float(s) for s, k in zip(srow, krow, strict=True) if k >= 0}
             for srow, krow in zip(scores, keys, strict=True)
@@ -346,20 +343,18 @@ class Retriever:
         if self.mode == "dense":
             return [_Ranking([Candidate(k, s, dense_score=s) for k, s in row.items()]) for row in dense_rows], vectors
         return [
-            self._hybrid(query, vector, dense, depth, allowed)
+            self._hybrid(query, vector, dense, depth, scope)
             for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
         ], vectors
 
-    def _hybrid(
-        self, query: Query, vector: np.ndarray, dense: dict[int, float], depth: int, allowed: np.ndarray | None
-    ) -> _Ranking:
+    def _hybrid(self, query: Query, vector: np.ndarray, dense: dict[int, float], depth: int, scope: Scope) -> _Ranking:
         if query.foreign:
             stored = self._stored_sentences(dense)
             if stored is None:
                 return _Ranking([Candidate(k, s, dense_score=s) for k, s in dense.items()])
             pool = set(list(dense)[: self.candidates])
             return _Ranking(fuse(dense, None, pool, self.fusion, 1.0, _best(stored, vector, dense)), stored)
-        matches = self.store.search_lexical(query, depth, allowed=allowed)
+        matches = self.store.search_lexical(query, depth, scope=scope)
         top_lexical = matches.keys.tolist()
         missing = [k for k in top_lexical if k not in dense]
         # A lexical-only candidate gets its exact cosine, so both signals score every candidate.

@@ -17,6 +17,8 @@ import json
 import logging
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -30,10 +32,11 @@ from sqlalchemy.engine import Engine, RowMapping
 from qa import database as db
 from qa.database import DB_FILE
 from qa.dates import VIETNAM_TZ
-from qa.derived import DerivedIndex, PassageRow
+from qa.derived import DerivedIndex, PassageRow, Scope
 from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
 from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, idf, open_lexical_index
+from qa.lexical.analysis import passage_terms
 from qa.query import Query
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
@@ -47,6 +50,11 @@ FORMAT_VERSION = 1
 FAISS_FILE = INDEX_FILE
 MANIFEST_FILE = "manifest.json"
 LEXICAL_DIR = "lexical"
+LEXICAL_BACKENDS = ("tantivy", "milvus")
+# Meta keys of the search engines' collections that were filled completely (a build that crashed half-way is redone).
+ENGINE_PREFIX = "engine:"
+# The `term_stats` row that counts the passages (BM25's N).
+ALL_PASSAGES = ("", "")
 
 
 class StoreError(RuntimeError):
@@ -157,13 +165,37 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + _IN_CHUNK]
 
 
+def _published(article: Article) -> str | None:
+    return article.published_at.isoformat() if article.published_at else None
+
+
+def _term_counts(texts: Iterable[str]) -> Counter[tuple[str, str]]:
+    """(field, term) → passages holding it, over `texts` (as the lexical index reads passages; unigrams only)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for text in texts:
+        terms = passage_terms(text)
+        counts.update(("syllables", term) for term in set(terms.syllables))
+        counts.update(("folded", term) for term in set(terms.folded) if "_" not in term)
+    return counts
+
+
+def _add_term_counts(conn: sa.Connection, counts: Counter[tuple[str, str]]) -> None:
+    rows = [{"field": f, "term": t, "docs": n} for (f, t), n in sorted(counts.items()) if n]
+    db.add_counts(conn, db.term_stats, rows, "docs")
+
+
 class Store:
     """Articles, passages and their vectors in one directory and one database; safe to share between threads."""
 
-    def __init__(self, path: Path, engine: Engine, vectors: VectorConfig) -> None:
+    def __init__(self, path: Path, engine: Engine, vectors: VectorConfig, lexical_backend: str = "tantivy") -> None:
+        if lexical_backend not in LEXICAL_BACKENDS:
+            raise StoreError(f"unknown lexical backend {lexical_backend!r}; known: {', '.join(LEXICAL_BACKENDS)}")
         self.path = path
         self.engine = engine
         self.vectors = vectors
+        self.lexical_backend = lexical_backend
+        # A lexical engine without per-term counts a client can read: the database keeps them (`term_stats`).
+        self.counts_terms = lexical_backend == "milvus"
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self._lexical: LexicalIndex | None = None
@@ -179,10 +211,11 @@ class Store:
         chunking: dict[str, int],
         vectors: VectorConfig = VectorConfig(),  # noqa: B008 (frozen)
         database_url: str | None = None,
+        lexical_backend: str = "tantivy",
     ) -> Store:
         """A new, empty store in `path` (which must not exist or be empty) and in the database at `database_url`
         (which must hold no index; default: the SQLite file in `path`); `vectors` says where its passage vectors
-        are searched (FAISS files beside the database unless told otherwise)."""
+        are searched (FAISS files beside the database unless told otherwise), `lexical_backend` where BM25 runs."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"cannot create an index in {path}: the folder is not empty")
@@ -199,6 +232,7 @@ class Store:
             "seeds_fingerprint": "",
             "created_at": now,
             "updated_at": now,
+            "index_id": uuid.uuid4().hex,
         }
         try:
             with engine.begin() as conn:
@@ -209,9 +243,13 @@ class Store:
         except BaseException:
             engine.dispose()
             raise
-        store = cls(path, engine, vectors)
-        store._index = store._new_vector_index(dim, 0)
-        store._lexical = create_lexical_index(path / LEXICAL_DIR)
+        try:
+            store = cls(path, engine, vectors, lexical_backend)
+            store._index = store._load_vectors(new=True)
+            store._lexical = store._load_lexical(new=True)
+        except BaseException:
+            engine.dispose()
+            raise
         store._save_derived(0)
         return store
 
@@ -222,10 +260,11 @@ class Store:
         *,
         vectors: VectorConfig = VectorConfig(),  # noqa: B008 (frozen)
         database_url: str | None = None,
+        lexical_backend: str = "tantivy",
     ) -> Store:
         """Open an existing store (its database at `database_url`, default the SQLite file in `path`); rebuilds a
-        derived index from the database when it is not current (or the vector index is of the wrong kind for the
-        corpus size)."""
+        local derived index from the database when it is not current (or the vector index is of the wrong kind for
+        the corpus size), and fills a shared one (Milvus) when its collection is missing or was left half-built."""
         path = Path(path)
         if database_url is None and not (path / DB_FILE).is_file():
             raise NoIndexError(f"no index at {path} ({DB_FILE} missing): build one with `qa index`")
@@ -237,8 +276,9 @@ class Store:
                     raise NoIndexError(f"no index at {where} (its database holds none): build one with `qa index`")
                 value: Any = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "format_version"))
                 version = int(json.loads(value))
-                if version == FORMAT_VERSION:  # the tables a later version of this format added (title_vectors)
+                if version == FORMAT_VERSION:  # the tables and meta a later version of this format added
                     db.metadata.create_all(conn)
+                    db.insert_if_absent(conn, db.meta, [{"key": "index_id", "value": json.dumps(uuid.uuid4().hex)}])
         except (sa.exc.DBAPIError, TypeError, ValueError) as exc:
             engine.dispose()
             raise _unreadable(where, exc, engine) from exc
@@ -253,13 +293,17 @@ class Store:
             )
         if database_url is not None:  # the folder holds only what is derived from the database: a new one is fine
             path.mkdir(parents=True, exist_ok=True)
-        store = cls(path, engine, vectors)
         try:
+            store = cls(path, engine, vectors, lexical_backend)
             store._index = store._load_vectors()
             store._lexical = store._load_lexical()
+            store._replay_pending_deletes()
         except sa.exc.DBAPIError as exc:  # damage past the header only shows when the pages are read
             engine.dispose()
             raise _unreadable(where, exc, engine) from exc
+        except BaseException:
+            engine.dispose()
+            raise
         return store
 
     @property
@@ -281,8 +325,19 @@ class Store:
             return None
         return choose_kind(size) if self.vectors.faiss_index == "auto" else self.vectors.faiss_index
 
-    def _load_vectors(self) -> VectorIndex:
-        """The saved vector index if it is current and of the kind the corpus size calls for, else a rebuilt one."""
+    def _load_vectors(self, *, new: bool = False) -> VectorIndex:
+        """The vector index: a shared one attached (`_attached`); a local one new (`new`), or the saved one if it is
+        current and of the kind the corpus size calls for, else one rebuilt from the database."""
+        if self.vectors.backend == "milvus":
+            from qa.vectors.milvus import MilvusIndex
+
+            return self._attached(
+                lambda fresh: MilvusIndex.attach(self.vectors, self._dim, self.index_id, directory=self.path,
+                                                 fresh=fresh),
+                vectors=True,
+            )  # fmt: skip
+        if new:
+            return self._new_vector_index(self._dim, 0)
         manifest = self.manifest()
         index: VectorIndex | None = None
         try:
@@ -299,14 +354,53 @@ class Store:
             "vector", index, lambda: self._new_vector_index(manifest.dim, manifest.passages), vectors=True
         )
 
-    def _load_lexical(self) -> LexicalIndex:
-        """The saved lexical index if it is current, else one rebuilt from the stored passages (the analysis is
-        Python: the larger part of a rebuild's time)."""
+    def _load_lexical(self, *, new: bool = False) -> LexicalIndex:
+        """The lexical index: a shared one attached (`_attached`); a local one new (`new`), or the saved one if it
+        is current, else one rebuilt from the stored passages (the analysis is Python: most of a rebuild's time)."""
+        if self.lexical_backend == "milvus":
+            from qa.lexical.milvus import MilvusLexicalIndex
+
+            uri, prefix = self.vectors.milvus_uri, self.vectors.milvus_collection
+            return self._attached(
+                lambda fresh: MilvusLexicalIndex.attach(uri, prefix, self.index_id, self, directory=self.path,
+                                                        fresh=fresh),
+            )  # fmt: skip
+        if new:
+            return create_lexical_index(self.path / LEXICAL_DIR)
         return self._current_or_rebuilt(
             "lexical",
             open_lexical_index(self.path / LEXICAL_DIR),
             lambda: create_lexical_index(self.path / LEXICAL_DIR),
         )
+
+    def _attached(self, attach: Callable[[bool], D], *, vectors: bool = False) -> D:
+        """A shared index (`DerivedIndex.shared`): its collection as it is when the database records it complete,
+        else (new, or a build that stopped half-way) recreated and filled from the database. One replica fills it
+        while the others wait on the database's lock."""
+        index = attach(False)
+        marker = ENGINE_PREFIX + str(getattr(index, "collection", ""))
+        with self.engine.begin() as conn:
+            db.lock_name(conn, marker)
+            if conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == marker)) is not None:
+                return index
+            index.close()
+            log.warning("filling %s from the database", marker.removeprefix(ENGINE_PREFIX))
+            started = time.perf_counter()
+            index = attach(True)
+            total, counts = 0, Counter[tuple[str, str]]()
+            for rows in self._passage_rows(vectors=vectors):
+                index.apply([], rows)
+                total += len(rows)
+                if not vectors and self.counts_terms:
+                    counts.update(_term_counts(row.text for row in rows))
+            index.save(0)
+            if not vectors and self.counts_terms:
+                conn.execute(sa.delete(db.term_stats))
+                counts[ALL_PASSAGES] = total
+                _add_term_counts(conn, counts)
+            db.insert_or_replace(conn, db.meta, [{"key": marker, "value": json.dumps(total)}])
+            log.info("%s filled: %d passages in %.1f s", marker, total, time.perf_counter() - started)
+        return index
 
     def _current_or_rebuilt(self, name: str, index: D | None, create: Callable[[], D], *, vectors: bool = False) -> D:
         """`index` if it was saved at the database's generation, else a new one (`create`) filled from the database
@@ -334,22 +428,40 @@ class Store:
 
     def _passage_rows(self, *, vectors: bool, batch: int = 10_000) -> Iterable[list[PassageRow]]:
         """Every stored passage, in key order, as the derived indexes read it: the vector, or the text."""
-        query: sa.Select[Any]
-        if vectors:
-            query = sa.select(_PASSAGE.key, _PASSAGE.vector).order_by(_PASSAGE.key)
-        else:
-            query = (
-                sa.select(_PASSAGE.key, _ARTICLE.title, _PASSAGE.text)
-                .join_from(db.passages, db.articles)
-                .order_by(_PASSAGE.key)
-            )
+        a = _ARTICLE
+        content = _PASSAGE.vector if vectors else _PASSAGE.text
+        query = (
+            sa.select(_PASSAGE.key, content, a.title, a.id, a.source, a.published_at)
+            .join_from(db.passages, db.articles)
+            .order_by(_PASSAGE.key)
+        )
         none = np.empty(0, dtype=np.float32)
         with self.engine.connect() as conn:
             for rows in conn.execution_options(yield_per=batch).execute(query).partitions():
                 if vectors:
-                    yield [PassageRow(r[0], "", np.frombuffer(r[1], dtype=np.float32)) for r in rows]
+                    yield [PassageRow(r[0], "", np.frombuffer(r[1], dtype=np.float32), r[3], r[4], r[5]) for r in rows]
                 else:
-                    yield [PassageRow(r[0], encoder_input(r[1], r[2]), none) for r in rows]
+                    yield [PassageRow(r[0], encoder_input(r[2], r[1]), none, r[3], r[4], r[5]) for r in rows]
+
+    # --- what the shared lexical index reads of the database (`qa.lexical.milvus.TermStats`) -------------------
+    def n_docs(self) -> int:
+        """How many passages the index holds."""
+        return self.doc_freqs(ALL_PASSAGES[0], [ALL_PASSAGES[1]])[0]
+
+    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
+        """How many passages hold each of `terms` in `field` (`term_stats`: "syllables" or "folded" unigrams)."""
+        if not terms:
+            return []
+        table = db.term_stats.c
+        query = sa.select(table.term, table.docs).where(table.field == field)
+        with self._lock:
+            found = dict(self._rows_in(query, table.term, list(dict.fromkeys(terms))))
+        return [int(found.get(term, 0)) for term in terms]
+
+    @functools.cached_property
+    def index_id(self) -> str:
+        """The index's own id, made when it was created: names its collections in a shared search engine."""
+        return str(self.manifest().extra["index_id"])
 
     # --- metadata ------------------------------------------------------------------------------
     @functools.cached_property
@@ -370,6 +482,7 @@ class Store:
         if index is not None:  # the derived index, as it is now (the stored value is only the kind at creation)
             meta["index_kind"] = index.kind
             meta["vector_index"] = index.describe()
+        meta = {k: v for k, v in meta.items() if not k.startswith(ENGINE_PREFIX)}
         known = set(Manifest.__dataclass_fields__) - {"articles", "passages", "extra"}
         return Manifest(
             **{k: meta[k] for k in known},
@@ -388,9 +501,10 @@ class Store:
         atomic_write_bytes(self.path / MANIFEST_FILE, json.dumps(data, ensure_ascii=False, indent=2).encode())
 
     def _save_derived(self, generation: int) -> None:
-        """Each derived index stamped with `generation`, then the manifest (for people: the stamps decide)."""
-        self.index.save(generation)
-        self.lexical.save(generation)
+        """Each local derived index stamped with `generation`, then the manifest (for people: the stamps decide)."""
+        for index in self._derived():
+            if not index.shared:
+                index.save(generation)
         self._write_manifest()
 
     # --- writes --------------------------------------------------------------------------------
@@ -425,12 +539,16 @@ class Store:
         if title_vectors is not None and [np.shape(v) for v in title_vectors] != [(dim,)] * len(items):
             raise ValueError(f"one title vector of {dim} dimensions per article expected")
         with self._lock:
+            self._replay_pending_deletes()
             ids = [a.id for a, _, _ in items]
             new_keys: list[int] = []
             new_texts: list[str] = []
             new_vectors: list[np.ndarray] = []
+            new_articles: list[Article] = []
             with self.engine.begin() as conn:
+                db.lock_articles(conn, ids)
                 old_keys = self._keys_of(conn, ids)
+                old_texts = self._texts_of(conn, old_keys) if self.counts_terms else []
                 conn.execute(sa.delete(db.articles).where(_ARTICLE.id.in_(ids)))
                 conn.execute(sa.insert(db.articles), [_article_row(a, origin) for a, _, _ in items])
                 for n, (article, passages, vectors) in enumerate(items):
@@ -439,6 +557,7 @@ class Store:
                     if not passages:
                         continue
                     new_texts.extend(encoder_input(article.title, p.text) for p in passages)
+                    new_articles.extend(article for _ in passages)
                     passage_rows = [
                         {
                             "id": passage.id,
@@ -471,25 +590,41 @@ class Store:
                             for (a, _, _), v in zip(items, title_vectors, strict=True)
                         ],
                     )
-                self._bump_generation(conn)
-            vectors_added = np.vstack(new_vectors)
-            rows = [PassageRow(k, t, v) for k, t, v in zip(new_keys, new_texts, vectors_added, strict=True)]
-            self._apply_derived(old_keys, rows)
+                vectors_added = np.vstack(new_vectors)
+                rows = [
+                    PassageRow(k, t, v, a.id, a.source, _published(a))
+                    for k, t, v, a in zip(new_keys, new_texts, vectors_added, new_articles, strict=True)
+                ]
+                self._before_commit(conn, old_keys, old_texts, rows)
+            self._after_commit(old_keys, rows)
 
     def delete(self, article_ids: Iterable[str]) -> int:
         """Remove articles and their passages; returns how many articles existed."""
         ids = list(dict.fromkeys(article_ids))
         with self._lock:
+            self._replay_pending_deletes()
             with self.engine.begin() as conn:
+                db.lock_articles(conn, ids)
                 old_keys = self._keys_of(conn, ids)
+                old_texts = self._texts_of(conn, old_keys) if self.counts_terms else []
                 removed = sum(
                     conn.execute(sa.delete(db.articles).where(_ARTICLE.id.in_(part))).rowcount for part in _chunks(ids)
                 )
                 if removed:
-                    self._bump_generation(conn)
+                    self._before_commit(conn, old_keys, old_texts, [])
             if removed:
-                self._apply_derived(old_keys, [])
+                self._after_commit(old_keys, [])
         return removed
+
+    @staticmethod
+    def _texts_of(conn: sa.Connection, keys: Sequence[int]) -> list[str]:
+        """What the lexical index read of the passages `keys` (before they are deleted)."""
+        query = sa.select(_ARTICLE.title, _PASSAGE.text).join_from(db.passages, db.articles)
+        texts: list[str] = []
+        for part in _chunks(keys):
+            rows = conn.execute(query.where(_PASSAGE.key.in_(part)))
+            texts.extend(encoder_input(title, text) for title, text in rows)
+        return texts
 
     @staticmethod
     def _keys_of(conn: sa.Connection, article_ids: Sequence[str]) -> list[int]:
@@ -510,30 +645,83 @@ class Store:
         now = datetime.now().isoformat(timespec="seconds")
         db.insert_or_replace(conn, db.meta, [{"key": "updated_at", "value": json.dumps(now)}])
 
-    def _apply_derived(self, removed: list[int], added: list[PassageRow]) -> None:
-        """A committed write, applied to each derived index, then saved with the database's new generation."""
-        self.index.apply(removed, added)
-        self.lexical.apply(removed, added)
+    def _derived(self) -> tuple[DerivedIndex, ...]:
+        return (self.index, self.lexical)
+
+    def _before_commit(
+        self, conn: sa.Connection, removed: list[int], removed_texts: list[str], added: list[PassageRow]
+    ) -> None:
+        """The last steps of a write's transaction: its passages go into the shared indexes (a failure there rolls
+        the write back), the keys it removes are recorded for them, the term counts move, the generation too."""
+        for index in self._derived():
+            if index.shared:
+                index.apply([], added)
+        if removed and any(index.shared for index in self._derived()):
+            conn.execute(sa.insert(db.pending_deletes), [{"key": key} for key in removed])
+        if self.counts_terms:
+            counts = _term_counts(row.text for row in added)
+            counts.subtract(_term_counts(removed_texts))
+            counts[ALL_PASSAGES] += len(added) - len(removed)
+            _add_term_counts(conn, counts)
+        self._bump_generation(conn)
+
+    def _after_commit(self, removed: list[int], added: list[PassageRow]) -> None:
+        """A committed write, applied to the local derived indexes (then saved with the database's new generation),
+        and its removals to the shared ones."""
+        local = [index for index in self._derived() if not index.shared]
+        for index in local:
+            index.apply(removed, added)
+        if len(local) < len(self._derived()):
+            self._replay_pending_deletes()
         self._save_derived(self.manifest().generation)
 
+    def _replay_pending_deletes(self, batch: int = 10_000) -> None:
+        """Remove from the shared indexes the passages the database no longer holds (`pending_deletes`), then
+        forget them. Idempotent: two replicas replaying the same keys do no harm."""
+        shared = [index for index in self._derived() if index.shared]
+        if not shared:
+            return
+        table = db.pending_deletes.c
+        while True:
+            with self.engine.connect() as conn:
+                keys = list(conn.scalars(sa.select(table.key).order_by(table.key).limit(batch)))
+            if not keys:
+                return
+            for index in shared:
+                index.apply(keys, [])
+            with self.engine.begin() as conn:
+                for part in _chunks(keys):
+                    conn.execute(sa.delete(db.pending_deletes).where(table.key.in_(part)))
+
     # --- reads ---------------------------------------------------------------------------------
-    def search(
-        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, keys) per query row, optionally only among `allowed` keys; missing slots have key -1."""
+    def scope(self, filters: Filters | None) -> Scope:
+        """What a search may return: every passage (None), or those whose article passes `filters`."""
+        return Scope(filters, self.keys_matching)
+
+    def search(self, queries: np.ndarray, k: int, *, scope: Scope | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, keys) per query row, within `scope`; missing slots have key -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         n = queries.shape[0]
+        none = np.zeros((n, 0), dtype=np.float32), np.full((n, 0), -1, dtype=np.int64)
+        if k <= 0:
+            return none
+        index = self.index
+        if index.shared:  # the engine filters by itself, and counts no rows first
+            return tuple(index.search(queries, k, filters=scope.filters if scope else None))  # type: ignore[return-value]
+        allowed = scope.keys() if scope else None
         with self._lock:
-            size = len(self.index)
+            size = len(index)
             pool = size if allowed is None else min(len(allowed), size)
-            if pool == 0 or k <= 0:
-                return np.zeros((n, 0), dtype=np.float32), np.full((n, 0), -1, dtype=np.int64)
-            scores, keys = self.index.search(queries, min(k, pool), allowed)
+            if pool == 0:
+                return none
+            scores, keys = index.search(queries, min(k, pool), allowed)
         return scores, keys
 
-    def search_lexical(self, query: Query, k: int, *, allowed: np.ndarray | None = None) -> LexicalHits:
-        """The top `k` BM25 matches of one question (see `LexicalIndex.search`)."""
-        return self.lexical.search(query, k, allowed)
+    def search_lexical(self, query: Query, k: int, *, scope: Scope | None = None) -> LexicalHits:
+        """The top `k` BM25 matches of one question within `scope` (see `LexicalIndex.search`)."""
+        if self.lexical.shared:
+            return self.lexical.search(query, k, filters=scope.filters if scope else None)
+        return self.lexical.search(query, k, scope.keys() if scope else None)
 
     def lexical_scores(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 of one question for each of `keys` (0 where it shares no term)."""
@@ -543,7 +731,7 @@ class Store:
         """BM25 idf of each of `terms` among the passages, as accented syllables or accent-free ones (`folded`)."""
         field = "folded" if folded else "syllables"
         n_docs = len(self.lexical)
-        return [idf(n_docs, self.lexical.doc_freq(field, term)) for term in terms]
+        return [idf(n_docs, df) for df in self.lexical.doc_freqs(field, terms)]
 
     def dense_scores(self, query: np.ndarray, keys: Sequence[int]) -> np.ndarray:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).

@@ -201,8 +201,7 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
     assert lexical_articles(store, "giao thông") == ["a"]
     indexer.delete(["a"])
     assert lexical_articles(store, "giao thông") == []
-    allowed = store.keys_matching(Filters(article_ids=["b"]))
-    assert lexical_articles(store, "đảng viên", allowed=allowed) == ["b"]
+    assert lexical_articles(store, "đảng viên", scope=store.scope(Filters(article_ids=["b"]))) == ["b"]
     passages = chunk_text("c", DOCS[4], **CHUNKING)
     store.upsert([(article("c", DOCS[4]), passages, ENC.encode_passages([p.text for p in passages]))], origin="file")
     assert lexical_articles(store, "cử tri") == ["c"]

@@ -12,7 +12,7 @@ import pytest
 from qa.chunking import CHUNKING, chunk_article
 from qa.corpus import read_articles
 from qa.domain import Article, encoder_input
-from qa.vectors import VectorConfig, load_vector_index
+from qa.vectors import VectorConfig
 from qa.vectors.faiss import FaissIndex
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed: pip install pymilvus milvus-lite")
@@ -49,7 +49,7 @@ def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
     passages, queries = vectors
     keys = np.arange(len(passages), dtype=np.int64) * 5 + 11
     config = VectorConfig(backend="milvus", milvus_uri=str(tmp_path / "milvus.db"))
-    milvus = MilvusIndex.create(config, passages.shape[1], directory=tmp_path)
+    milvus = MilvusIndex.attach(config, passages.shape[1], "test", directory=tmp_path, fresh=True)
     flat = FaissIndex(passages.shape[1], "flat", directory=tmp_path / "flat")
     for index in (milvus, flat):
         index.add(keys, passages)
@@ -67,9 +67,8 @@ def test_faiss_flat_and_milvus_agree(vectors, tmp_path: Path) -> None:
     allowed = keys[7:200:3]
     assert np.array_equal(flat.search(queries[:5], 10, allowed).keys, milvus.search(queries[:5], 10, allowed).keys)
 
-    milvus.save(1)
     milvus.close()
-    reopened = load_vector_index(config, tmp_path)
+    reopened = MilvusIndex.attach(config, passages.shape[1], "test", directory=tmp_path, fresh=False)
     assert len(reopened) == len(keys) - 7
     assert np.array_equal(reopened.search(queries[:5], 10).keys, found.keys[:5])
     reopened.close()

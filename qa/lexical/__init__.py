@@ -1,5 +1,6 @@
 """Lexical retrieval (BM25) behind one interface: `LexicalIndex` (search, scores for given passages, the derived-index
-lifecycle) and a factory. A backend is one module here (`tantivy.py`); the terms always come from the project's own
+lifecycle) and a factory. A backend is one module here (`tantivy.py` in the index folder, `milvus.py` in a shared
+Milvus, attached by the store); the terms always come from the project's own
 analysis (`analysis.py`), so every backend indexes and asks for the same terms.
 """
 
@@ -8,12 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from qa.derived import DerivedIndex
 from qa.query import Query
+
+if TYPE_CHECKING:
+    from qa.schemas import Filters
 
 __all__ = ["LexicalHits", "LexicalIndex", "create_lexical_index", "idf", "open_lexical_index"]
 
@@ -40,16 +44,19 @@ class LexicalHits(NamedTuple):
 class LexicalIndex(DerivedIndex, Protocol):
     def __len__(self) -> int: ...
 
-    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> LexicalHits:
-        """The top `k` passages sharing a term with `query`, optionally only among `allowed` keys."""
+    def search(
+        self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
+    ) -> LexicalHits:
+        """The top `k` passages sharing a term with `query`, optionally only among `allowed` keys (a local index) or
+        the rows passing `filters` (a shared one, which filters by itself)."""
         ...
 
     def scores_for(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 (float32) of `query` for each of `keys`; 0 for a key that shares no term or is not indexed."""
         ...
 
-    def doc_freq(self, field: str, term: str) -> int:
-        """How many passages hold `term` in `field` ("syllables", "phrases" or "folded")."""
+    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
+        """How many passages hold each of `terms` in `field` ("syllables" or "folded"; tantivy also "phrases")."""
         ...
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tantivy
@@ -26,6 +26,9 @@ from qa.files import atomic_write_bytes
 from qa.lexical import K1, LexicalHits, idf
 from qa.lexical.analysis import ANALYSIS_VERSION, PHRASE_WEIGHT, QueryTerms, passage_terms, query_terms
 from qa.query import Query
+
+if TYPE_CHECKING:
+    from qa.schemas import Filters
 
 __all__ = ["TantivyIndex"]
 
@@ -53,6 +56,7 @@ class TantivyIndex:
     """A tantivy index of passage keys; safe to share between threads (one writer at a time, many readers)."""
 
     backend = "tantivy"
+    shared = False
 
     def __init__(self, directory: Path, index: tantivy.Index) -> None:
         self.directory = directory
@@ -138,7 +142,9 @@ class TantivyIndex:
     def __len__(self) -> int:
         return int(self._index.searcher().num_docs)
 
-    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> LexicalHits:
+    def search(
+        self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
+    ) -> LexicalHits:
         terms = query_terms(query)
         searcher = self._index.searcher()
         matching = self._terms_query(terms)
@@ -168,8 +174,9 @@ class TantivyIndex:
             out[position[key]] = score
         return out
 
-    def doc_freq(self, field: str, term: str) -> int:
-        return int(self._index.searcher().doc_freq(field, term))
+    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
+        searcher = self._index.searcher()
+        return [int(searcher.doc_freq(field, term)) for term in terms]
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _terms_query(self, terms: QueryTerms) -> tantivy.Query | None:

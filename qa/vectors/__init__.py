@@ -13,12 +13,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from qa.derived import DerivedIndex, PassageRow
 from qa.files import atomic_write
+
+if TYPE_CHECKING:
+    from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,12 @@ class VectorIndex(DerivedIndex, Protocol):
 
     def remove(self, keys: np.ndarray) -> None: ...
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours: ...
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
+    ) -> Neighbours:
+        """Top-k per query row among `allowed` keys (a local index), or among the rows passing `filters` (a shared
+        one, which filters by itself); neither: all."""
+        ...
 
     def describe(self) -> dict[str, Any]:
         """Kind and parameters, for the manifest and the logs."""
@@ -81,6 +89,7 @@ class SavedInFolder:
     metadata file (written last by `save`), and a write is a remove then an add."""
 
     directory: Path
+    shared = False
 
     def remove(self, keys: np.ndarray) -> None:
         raise NotImplementedError
@@ -109,8 +118,8 @@ def _backend_class(name: str) -> Any:
 
 
 def make_vector_index(config: VectorConfig, dim: int, expected_size: int, *, directory: Path) -> VectorIndex:
-    """A new, empty index of the configured backend, sized for about `expected_size` vectors, saved in `directory`
-    (a backend with its own storage may keep its data there)."""
+    """A new, empty local index of the configured backend, sized for about `expected_size` vectors, saved in
+    `directory` (a shared backend is attached by the store instead: `MilvusIndex.attach`)."""
     backend = _backend_class(config.backend)
     index: VectorIndex = backend.create(config, dim, expected_size, directory=directory)
     log.info("new %s vector index: %s", index.backend, index.describe())

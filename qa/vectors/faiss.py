@@ -22,7 +22,7 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -38,6 +38,9 @@ from qa.vectors import (
     read_meta,
     write_meta,
 )
+
+if TYPE_CHECKING:
+    from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +224,9 @@ class FaissIndex(SavedInFolder):
         return np.asarray(self._index.reconstruct_batch(keys), dtype=np.float32).reshape(len(keys), self.dim)
 
     # --- reads ----------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Neighbours:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
+    ) -> Neighbours:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self._lock:
             if self.kind == "ivf" and self._index is None and self._pending:
