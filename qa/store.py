@@ -37,6 +37,8 @@ from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
 from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, idf, open_lexical_index
 from qa.lexical.analysis import passage_terms
+from qa.milvus import is_local as milvus_is_local
+from qa.milvus import resolve_uri
 from qa.query import Query
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
@@ -190,6 +192,12 @@ class Store:
     def __init__(self, path: Path, engine: Engine, vectors: VectorConfig, lexical_backend: str = "tantivy") -> None:
         if lexical_backend not in LEXICAL_BACKENDS:
             raise StoreError(f"unknown lexical backend {lexical_backend!r}; known: {', '.join(LEXICAL_BACKENDS)}")
+        uses_milvus = vectors.backend == "milvus" or lexical_backend == "milvus"
+        if uses_milvus and engine.dialect.name != "sqlite" and milvus_is_local(resolve_uri(vectors.milvus_uri, path)):
+            raise StoreError(
+                "with a database server (QA_DATABASE_URL), QA_MILVUS_URI must name a Milvus server that every replica "
+                "shares (http://host:19530), not a milvus-lite file of this replica"
+            )
         self.path = path
         self.engine = engine
         self.vectors = vectors
@@ -235,6 +243,7 @@ class Store:
             "index_id": uuid.uuid4().hex,
         }
         try:
+            store = cls(path, engine, vectors, lexical_backend)  # checks the settings before the database is touched
             with engine.begin() as conn:
                 if sa.inspect(conn).has_table(db.meta.name):
                     raise StoreError(f"cannot create an index in {engine.url!r}: the database already holds one")
@@ -244,7 +253,6 @@ class Store:
             engine.dispose()
             raise
         try:
-            store = cls(path, engine, vectors, lexical_backend)
             store._index = store._load_vectors(new=True)
             store._lexical = store._load_lexical(new=True)
         except BaseException:

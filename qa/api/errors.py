@@ -25,7 +25,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid input; `message` says what to fix."},
     503: {
         "model": ErrorResponse,
-        "description": "The model and index are still loading; `Retry-After` says when to try again.",
+        "description": "The model and index are still loading, or the database or search engine (PostgreSQL, Milvus) "
+        "did not answer (`code` backend_unavailable, `message` says which and why; a write was not applied); "
+        "`Retry-After` says when to try again.",
         "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
     },
 }
@@ -123,8 +125,35 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable(exc)
+        if reason is not None:
+            log.warning("backend unavailable: %s", reason)
+            headers = {"Retry-After": str(NotReady.retry_after)}
+            return error_response(503, "backend_unavailable", reason, headers=headers)
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal server error; see the server log")
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Why a request failed when the cause is a database or search engine that did not answer (a server down,
+    restarting or unreachable), in one line; None for any other failure."""
+    import sqlalchemy as sa
+
+    from qa.milvus import MilvusError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MilvusError):
+            return f"search engine unavailable: {current}"
+        if isinstance(current, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+            reason = " ".join(str(current.orig or current).split())[:300]
+            return f"database unavailable: {reason}"
+        if isinstance(current, sa.exc.DisconnectionError):
+            return f"database unavailable: {current}"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class BodySizeLimit:
