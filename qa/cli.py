@@ -1,4 +1,5 @@
-"""The `qa` command: index articles, serve the API, ask a question from the terminal, measure retrieval."""
+"""The `qa` command: index articles, serve the API, ask a question from the terminal, measure retrieval, move an
+index to another database."""
 
 from __future__ import annotations
 
@@ -182,6 +183,36 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from qa.config import INDEX_NAME
+    from qa.database import DB_FILE, database_url
+    from qa.migrate import MigrateError, copy_database, database_at, new_index_folder, shown, sqlite_file
+    from qa.store import NoIndexError
+
+    source = database_at(args.source) if args.source else database_url(settings.index_dir, settings.database_url)
+    try:
+        target = args.to if "://" in args.to else new_index_folder(Path(args.to).absolute())
+        report = copy_database(source, target, progress=True)
+    except (MigrateError, NoIndexError) as exc:
+        print(f"qa: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"migrated {report.articles} articles, {report.passages} passages from {shown(source)} to {shown(target)} "
+        f"in {report.seconds:.1f} s"
+    )
+    file = sqlite_file(target)
+    if file is None:
+        use = f"start `qa serve` with QA_DATABASE_URL={shown(target)} and a new QA_DATA_DIR (a folder of its own)"
+    elif file.name == DB_FILE and file.parent.name == INDEX_NAME:
+        use = f"start `qa serve` with QA_DATA_DIR={file.parent.parent} and no QA_DATABASE_URL"
+    elif file.name == DB_FILE:
+        use = f"move {file.parent} to <data dir>/{INDEX_NAME}, then start `qa serve` with QA_DATA_DIR=<data dir>"
+    else:
+        use = f"copy it to <data dir>/{INDEX_NAME}/{DB_FILE}, then start `qa serve` with QA_DATA_DIR=<data dir>"
+    print(f"to use it, {use}; its search indexes are built from the database at the first start, without encoding")
+    return 0
+
+
 class _FilterOption(argparse.Action):
     """`qa ask --from/--to/--source`: each value joins `args.filters`, checked at once by the API's own rules
     (`qa.schemas.Filters`), so a bad date stops the command (exit 2) before the model loads."""
@@ -247,6 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "migrate", help="copy the index into another database (SQLite ⇄ PostgreSQL) without re-embedding anything"
+    )
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="TARGET",
+        help="a SQLAlchemy URL of a database holding no index (postgresql+psycopg://user:password@host/name), "
+        "or a new index folder (its embedded SQLite file)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="SOURCE",
+        help="the index to copy: a URL, an index folder or a SQLite file (default: the configured one, "
+        "QA_DATABASE_URL or the index folder in QA_DATA_DIR)",
+    )
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 
