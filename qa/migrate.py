@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from tqdm.auto import tqdm
 
 from qa import database as db
-from qa.store import FORMAT_VERSION, NoIndexError, StoreError
+from qa.store import ENGINE_PREFIX, FORMAT_VERSION, NoIndexError, StoreError
 
 # Rows read and written a round trip: a passage carries a 1.5 KB vector, its sentence vectors ~770 bytes each.
 BATCH = 2_000
@@ -187,8 +187,11 @@ def _copy(src: Connection, dst: Connection, tables: Sequence[sa.Table], where: s
                     rows[table.name] += len(part)
                     bar.update(len(part))
         _continue_keys(dst)
-        # A copy is another deployment's index: shared search engines must not take it for its source.
+        # A copy is another deployment's index: shared search engines must not take it for its source. Its
+        # collections there are new, so nothing of the source's is pending or complete in them.
         db.insert_or_replace(dst, db.meta, [{"key": "index_id", "value": json.dumps(uuid.uuid4().hex)}])
+        dst.execute(sa.delete(db.meta).where(db.meta.c.key.startswith(ENGINE_PREFIX)))
+        dst.execute(sa.delete(db.pending_deletes))
     except sa.exc.DBAPIError as exc:
         raise StoreError(f"migrating into {where} failed, nothing was written there ({_reason(exc)})") from exc
     return rows

@@ -44,10 +44,13 @@ def test_halves_keep_each_context_on_one_side():
 
 
 @pytest.mark.slow
-def test_the_fit_reproduces_the_shipped_model(tmp_path, default_model_dir):
-    """Builds both eval indexes from scratch, asks every question, fits, and compares with qa/answer_model.json."""
+def test_the_fit_reproduces_the_shipped_model(eval_data_dir, default_model_dir):
+    """Builds both eval indexes (once a session: `eval_data_dir`), asks every question, fits, and compares with
+    qa/answer_model.json."""
     assert EVAL.is_dir(), f"the shared eval sets are missing: {EVAL}"
-    env = {**os.environ, "QA_DATA_DIR": str(tmp_path), "QA_MODELS_DIR": str(default_model_dir.parent)}
+    for cached in eval_data_dir.glob("eval-cache/answer-evidence-*.pkl"):  # asked afresh every time
+        cached.unlink()
+    env = {**os.environ, "QA_DATA_DIR": str(eval_data_dir), "QA_MODELS_DIR": str(default_model_dir.parent)}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.fit_answer", "--check"],
         cwd=REPO,
