@@ -10,7 +10,7 @@ DEV_STAMP    := $(VENV)/.installed-dev
 TORCH_PIP ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-server browser model index run test test-fast lint clean-index bench bench-1m
+.PHONY: install install-server browser postgres model index run test test-fast lint clean-index bench bench-1m
 
 install-server: $(SERVER_STAMP)
 
@@ -47,10 +47,20 @@ browser:
 		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-test: install browser
+# PostgreSQL's server binaries for the store tests on PostgreSQL (tests/postgres.py starts a throwaway cluster of its
+# own; no system cluster is created or started); installed only when missing.
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing Debian postgresql for the store tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+		apt-get update -qq && apt-get install -y -qq postgresql; \
+	fi
+
+test: install browser postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install postgres
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The property and schema tests (the `hypothesis` mark) under the fuzz profile of tests/conftest.py: fresh random

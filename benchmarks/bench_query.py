@@ -28,11 +28,13 @@ from datetime import datetime
 
 import httpx
 import numpy as np
+import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from benchmarks.common import WORK, percentiles, question_contexts, questions, run_concurrently, save, timed
 from qa.client import Client
 from qa.config import Settings
+from qa.database import passages
 from qa.domain import Article, Passage
 from qa.encoders import load_sentence_transformer, with_query_path
 from qa.service import Service
@@ -64,8 +66,9 @@ def build_index(
         for c in contexts
     ]
     service.indexer.add(articles, origin="bench")
-    real = np.vstack([np.frombuffer(v, dtype=np.float32) for (v,) in service.store._conn.execute(
-        "SELECT vector FROM passages")])  # fmt: skip
+    with service.store.engine.connect() as conn:
+        stored = conn.scalars(sa.select(passages.c.vector)).all()
+    real = np.vstack([np.frombuffer(v, dtype=np.float32) for v in stored])
     np.save(WORK / "real_passages.npy", real)
     sources = contexts if text_from is None else text_from
     sentences = [s for c in sources for s in re.split(r"(?<=[.!?])\s+", c["text"]) if len(s.split()) > 3]

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(
         None, description="Milvus server URI (http://host:19530) or a local milvus-lite .db file."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database of record (postgresql+psycopg://user:password@host/name); "
+        "unset: the SQLite file in the index folder.",
+    )
 
     # --- advanced: defaults that suit a laptop and a 2-core server alike (docs/scaling.md says when to change them)
     models_dir: Path | None = Field(

@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from qa.chunking import CHUNKING, chunk_article
 from qa.config import Settings
 from qa.corpus import read_articles
+from qa.database import is_embedded
 from qa.domain import Article, Passage, encoder_input, sentence_inputs
 from qa.encoders import Encoder
-from qa.store import Store, StoreError
+from qa.store import NoIndexError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,20 @@ def rebuild(settings: Settings, encoder: Encoder, *, previous: Store | None, pro
     return Store.open(target, vectors=settings.vectors)
 
 
+def create_in_server(settings: Settings, encoder: Encoder) -> Store:
+    """The first index in a database server (`QA_DATABASE_URL`): nothing to keep, so nothing is built aside; the
+    index folder holds only what is derived from the database, and starts empty."""
+    shutil.rmtree(settings.index_dir, ignore_errors=True)
+    return Store.create(
+        settings.index_dir,
+        model=encoder.name,
+        dim=encoder.dim,
+        chunking=CHUNKING,
+        vectors=settings.vectors,
+        database_url=settings.database_url,
+    )
+
+
 def add_missing_titles(store: Store, encoder: Encoder, *, batch: int = 256, progress: bool = False) -> int:
     """Encode the titles of the articles indexed without a title vector (by a version before titles had them),
     so an index gains them at its next open without re-embedding anything else; returns how many."""
@@ -229,12 +244,16 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
     unless a rebuild was asked for.
     """
     target = settings.index_dir
+    embedded = is_embedded(settings.database_url)
     recover_interrupted_swap(target)
     previous: Store | None = None
     reason: str | None = "no index yet"
-    if target.exists():
+    if target.exists() or not embedded:  # a database server may hold an index that this folder has never seen
         try:
-            previous = Store.open(target, vectors=settings.vectors)
+            previous = Store.open(target, vectors=settings.vectors, database_url=settings.database_url)
+        except NoIndexError:
+            if embedded and not force_rebuild:
+                raise
         except StoreError as exc:
             if not force_rebuild:
                 raise
@@ -244,7 +263,17 @@ def open_index(settings: Settings, encoder: Encoder, *, force_rebuild: bool = Fa
             reason = "--rebuild asked" if force_rebuild else stale_reason(previous, encoder, CHUNKING)
     if reason:
         log.info("building index %s: %s", target, reason)
-        store = rebuild(settings, encoder, previous=previous, progress=progress)
+        if embedded:
+            store = rebuild(settings, encoder, previous=previous, progress=progress)
+        elif previous is None and reason == "no index yet":
+            store = create_in_server(settings, encoder)
+        else:
+            if previous is not None:
+                previous.close()
+            raise StoreError(
+                f"index at {target} (QA_DATABASE_URL) needs a rebuild ({reason}), which this version does only for "
+                "the embedded SQLite database: build it embedded, or empty the database and start again"
+            )
     else:
         assert previous is not None
         store = previous

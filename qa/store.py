@@ -1,6 +1,7 @@
-"""One index on disk: a SQLite table of articles and passages, a vector index (`qa.vectors`), `manifest.json`.
+"""One index: a database of articles and passages (`qa.database`: the SQLite file in the index folder, or a
+server such as PostgreSQL), a vector index (`qa.vectors`), `manifest.json` in the index folder.
 
-SQLite is the source of truth and the commit point: every write is one transaction that also stores the
+The database is the source of truth and the commit point: every write is one transaction that also stores the
 passage vectors and bumps a generation counter. The vector index (FAISS files, or a Milvus collection) is a
 derived cache saved after the commit (write aside, fsync, rename); if a crash leaves it behind the database,
 or its kind does not suit the corpus size, `Store.open` rebuilds it from the stored vectors. The lexical
@@ -11,9 +12,9 @@ knows nothing of parsing, chunking or models.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, RowMapping
 
+from qa import database as db
+from qa.database import DB_FILE
 from qa.dates import VIETNAM_TZ
 from qa.derived import DerivedIndex, PassageRow
 from qa.domain import Article, Passage, encoder_input
@@ -39,50 +44,17 @@ log = logging.getLogger(__name__)
 D = TypeVar("D", bound=DerivedIndex)
 
 FORMAT_VERSION = 1
-DB_FILE = "store.sqlite"
 FAISS_FILE = INDEX_FILE
 MANIFEST_FILE = "manifest.json"
 LEXICAL_DIR = "lexical"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS articles (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL,
-    published_at TEXT,
-    source TEXT,
-    author TEXT,
-    url TEXT,
-    fingerprint TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS passages (
-    key INTEGER PRIMARY KEY AUTOINCREMENT,   -- the FAISS id; never reused
-    id TEXT NOT NULL UNIQUE,                  -- the stable public id, "<article id>:<ordinal>"
-    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    sentences TEXT NOT NULL,                  -- JSON [[start, end], ...] relative to text
-    vector BLOB NOT NULL                      -- float32, L2-normalised
-);
-CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
-CREATE TABLE IF NOT EXISTS sentence_vectors (  -- optional: one vector per sentence of a passage
-    key INTEGER PRIMARY KEY REFERENCES passages(key) ON DELETE CASCADE,
-    vectors BLOB NOT NULL                      -- float16 [sentences, dim], L2-normalised, in sentence order
-);
-CREATE TABLE IF NOT EXISTS title_vectors (     -- optional, with the sentence vectors: the title read as a sentence
-    article_id TEXT PRIMARY KEY REFERENCES articles(id) ON DELETE CASCADE,
-    vector BLOB NOT NULL                       -- float16 [dim], L2-normalised
-);
-"""
-
 
 class StoreError(RuntimeError):
     """The index directory is missing, corrupt, or of another format; the message says how to rebuild."""
+
+
+class NoIndexError(StoreError):
+    """Where an index was looked for there is none (yet): no database file, or a database without its tables."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,23 +80,22 @@ class StoredPassage:
     article: Article
 
 
-def _article_row(article: Article, origin: str) -> tuple[Any, ...]:
-    published = article.published_at.isoformat() if article.published_at else None
-    return (
-        article.id,
-        article.title,
-        article.body,
-        published,
-        article.source,
-        article.author,
-        article.url,
-        article.fingerprint,
-        origin,
-        time.time(),
-    )
+def _article_row(article: Article, origin: str) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "title": article.title,
+        "body": article.body,
+        "published_at": article.published_at.isoformat() if article.published_at else None,
+        "source": article.source,
+        "author": article.author,
+        "url": article.url,
+        "fingerprint": article.fingerprint,
+        "origin": origin,
+        "updated_at": time.time(),
+    }
 
 
-def _article_from_row(row: sqlite3.Row) -> Article:
+def _article_from_row(row: RowMapping) -> Article:
     published = datetime.fromisoformat(row["published_at"]) if row["published_at"] else None
     return Article(
         id=row["id"],
@@ -143,9 +114,26 @@ def _local_time(value: datetime) -> datetime:
     return value.astimezone(VIETNAM_TZ).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
+_PASSAGE = db.passages.c
+_ARTICLE = db.articles.c
+# A passage as `_passage_from_row` reads it, its id under another name so that it can stand beside its article's.
+_PASSAGE_COLUMNS = (
+    _PASSAGE.id.label("passage_id"),
+    _PASSAGE.article_id,
+    _PASSAGE.ordinal,
+    _PASSAGE.start,
+    _PASSAGE.end,
+    _PASSAGE.text,
+    _PASSAGE.sentences,
+)
+# Bound parameters per statement when looking rows up by a list of values: far below SQLite's limit (32,766)
+# and PostgreSQL's (65,535).
+_IN_CHUNK = 500
+
+
+def _passage_from_row(row: RowMapping) -> Passage:
     return Passage(
-        id=row[id_column],
+        id=row["passage_id"],
         article_id=row["article_id"],
         ordinal=row["ordinal"],
         text=row["text"],
@@ -155,12 +143,26 @@ def _passage_from_row(row: sqlite3.Row, id_column: str = "id") -> Passage:
     )
 
 
-class Store:
-    """Articles, passages and their vectors in one directory; safe to share between threads."""
+def _unreadable(where: object, exc: BaseException, engine: Engine) -> StoreError:
+    """The error for an index that cannot be read, in one line: the database's own words (SQLAlchemy's message adds
+    the statement and a link). A database server that does not answer is not a corrupt index."""
+    reason = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip().replace("\n", " ")
+    if isinstance(exc, sa.exc.OperationalError) and engine.dialect.name != "sqlite":
+        return StoreError(f"index at {where}: cannot reach its database ({reason})")
+    return StoreError(f"index at {where} is corrupt ({reason}): rebuild it with `qa index --rebuild`")
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, vectors: VectorConfig) -> None:
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+class Store:
+    """Articles, passages and their vectors in one directory and one database; safe to share between threads."""
+
+    def __init__(self, path: Path, engine: Engine, vectors: VectorConfig) -> None:
         self.path = path
-        self._conn = conn
+        self.engine = engine
         self.vectors = vectors
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
@@ -176,14 +178,16 @@ class Store:
         dim: int,
         chunking: dict[str, int],
         vectors: VectorConfig = VectorConfig(),  # noqa: B008 (frozen)
+        database_url: str | None = None,
     ) -> Store:
-        """A new, empty store in `path` (which must not exist or be empty); `vectors` says where its passage vectors
+        """A new, empty store in `path` (which must not exist or be empty) and in the database at `database_url`
+        (which must hold no index; default: the SQLite file in `path`); `vectors` says where its passage vectors
         are searched (FAISS files beside the database unless told otherwise)."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
             raise StoreError(f"cannot create an index in {path}: the folder is not empty")
         path.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(path / DB_FILE)
+        engine = db.create_engine(db.database_url(path, database_url))
         now = datetime.now().isoformat(timespec="seconds")
         meta = {
             "format_version": FORMAT_VERSION,
@@ -196,58 +200,67 @@ class Store:
             "created_at": now,
             "updated_at": now,
         }
-        with conn:
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
-            )
-        store = cls(path, conn, vectors)
+        try:
+            with engine.begin() as conn:
+                if sa.inspect(conn).has_table(db.meta.name):
+                    raise StoreError(f"cannot create an index in {engine.url!r}: the database already holds one")
+                db.metadata.create_all(conn)
+                conn.execute(sa.insert(db.meta), [{"key": k, "value": json.dumps(v)} for k, v in meta.items()])
+        except BaseException:
+            engine.dispose()
+            raise
+        store = cls(path, engine, vectors)
         store._index = store._new_vector_index(dim, 0)
         store._lexical = create_lexical_index(path / LEXICAL_DIR)
         store._save_derived(0)
         return store
 
     @classmethod
-    def open(cls, path: Path, *, vectors: VectorConfig = VectorConfig()) -> Store:  # noqa: B008 (frozen)
-        """Open an existing store; rebuilds a derived index from the database when it is not current (or the vector
-        index is of the wrong kind for the corpus size)."""
+    def open(
+        cls,
+        path: Path,
+        *,
+        vectors: VectorConfig = VectorConfig(),  # noqa: B008 (frozen)
+        database_url: str | None = None,
+    ) -> Store:
+        """Open an existing store (its database at `database_url`, default the SQLite file in `path`); rebuilds a
+        derived index from the database when it is not current (or the vector index is of the wrong kind for the
+        corpus size)."""
         path = Path(path)
-        db = path / DB_FILE
-        if not db.is_file():
-            raise StoreError(f"no index at {path} ({DB_FILE} missing): build one with `qa index`")
+        if database_url is None and not (path / DB_FILE).is_file():
+            raise NoIndexError(f"no index at {path} ({DB_FILE} missing): build one with `qa index`")
+        engine = db.create_engine(db.database_url(path, database_url))
+        where = path if database_url is None else f"{path} (database {engine.url!r})"
         try:
-            conn = cls._connect(db)
-            version = int(json.loads(conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0]))
-        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
-            raise StoreError(f"index at {path} is corrupt ({exc}): rebuild it with `qa index --rebuild`") from exc
+            with engine.begin() as conn:
+                if not sa.inspect(conn).has_table(db.meta.name):
+                    raise NoIndexError(f"no index at {where} (its database holds none): build one with `qa index`")
+                value: Any = conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == "format_version"))
+                version = int(json.loads(value))
+                if version == FORMAT_VERSION:  # the tables a later version of this format added (title_vectors)
+                    db.metadata.create_all(conn)
+        except (sa.exc.DBAPIError, TypeError, ValueError) as exc:
+            engine.dispose()
+            raise _unreadable(where, exc, engine) from exc
+        except BaseException:
+            engine.dispose()
+            raise
         if version != FORMAT_VERSION:
-            conn.close()
+            engine.dispose()
             raise StoreError(
-                f"index at {path} has format {version}, this version reads {FORMAT_VERSION}: "
+                f"index at {where} has format {version}, this version reads {FORMAT_VERSION}: "
                 "rebuild it with `qa index --rebuild`"
             )
-        store = cls(path, conn, vectors)
+        if database_url is not None:  # the folder holds only what is derived from the database: a new one is fine
+            path.mkdir(parents=True, exist_ok=True)
+        store = cls(path, engine, vectors)
         try:
             store._index = store._load_vectors()
             store._lexical = store._load_lexical()
-        except sqlite3.DatabaseError as exc:  # damage past the header only shows when the pages are read
-            conn.close()
-            raise StoreError(f"index at {path} is corrupt ({exc}): rebuild it with `qa index --rebuild`") from exc
+        except sa.exc.DBAPIError as exc:  # damage past the header only shows when the pages are read
+            engine.dispose()
+            raise _unreadable(where, exc, engine) from exc
         return store
-
-    @staticmethod
-    def _connect(db: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Reads through a memory map of the file (the OS page cache; SQLite caps it at 2 GiB) instead of a read()
-        # per page into a 2 MB private cache: much faster for the scattered reads of the candidates' sentence
-        # vectors (benchmarks/README.md, "Latency"). Writes still go through the WAL.
-        conn.execute("PRAGMA mmap_size=2147418112")
-        conn.executescript(_SCHEMA)
-        conn.isolation_level = "DEFERRED"  # from here on, `with conn:` wraps a real transaction
-        return conn
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -321,27 +334,38 @@ class Store:
 
     def _passage_rows(self, *, vectors: bool, batch: int = 10_000) -> Iterable[list[PassageRow]]:
         """Every stored passage, in key order, as the derived indexes read it: the vector, or the text."""
+        query: sa.Select[Any]
         if vectors:
-            sql = "SELECT key, '', vector FROM passages ORDER BY key"
+            query = sa.select(_PASSAGE.key, _PASSAGE.vector).order_by(_PASSAGE.key)
         else:
-            sql = "SELECT p.key, a.title, p.text FROM passages p JOIN articles a ON a.id = p.article_id ORDER BY p.key"
-        cursor = self._conn.execute(sql)
+            query = (
+                sa.select(_PASSAGE.key, _ARTICLE.title, _PASSAGE.text)
+                .join_from(db.passages, db.articles)
+                .order_by(_PASSAGE.key)
+            )
         none = np.empty(0, dtype=np.float32)
-        while rows := cursor.fetchmany(batch):
-            if vectors:
-                yield [PassageRow(r[0], "", np.frombuffer(r[2], dtype=np.float32)) for r in rows]
-            else:
-                yield [PassageRow(r[0], encoder_input(r[1], r[2]), none) for r in rows]
+        with self.engine.connect() as conn:
+            for rows in conn.execution_options(yield_per=batch).execute(query).partitions():
+                if vectors:
+                    yield [PassageRow(r[0], "", np.frombuffer(r[1], dtype=np.float32)) for r in rows]
+                else:
+                    yield [PassageRow(r[0], encoder_input(r[1], r[2]), none) for r in rows]
 
     # --- metadata ------------------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
-        return {r["key"]: json.loads(r["value"]) for r in self._conn.execute("SELECT key, value FROM meta")}
+    @functools.cached_property
+    def _dim(self) -> int:
+        """The vectors' dimension, fixed when the store was created."""
+        return self.manifest().dim
+
+    def _meta(self, conn: sa.Connection) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in conn.execute(sa.select(db.meta.c.key, db.meta.c.value))}
 
     def manifest(self) -> Manifest:
-        with self._lock:
-            meta = self._meta()
-            articles = self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
-            passages = self._conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
+        count = sa.func.count()
+        with self._lock, self.engine.connect() as conn:
+            meta = self._meta(conn)
+            articles = conn.scalar(sa.select(count).select_from(db.articles))
+            passages = conn.scalar(sa.select(count).select_from(db.passages))
             index = self._index
         if index is not None:  # the derived index, as it is now (the stored value is only the kind at creation)
             meta["index_kind"] = index.kind
@@ -349,17 +373,14 @@ class Store:
         known = set(Manifest.__dataclass_fields__) - {"articles", "passages", "extra"}
         return Manifest(
             **{k: meta[k] for k in known},
-            articles=articles,
-            passages=passages,
+            articles=articles or 0,
+            passages=passages or 0,
             extra={k: v for k, v in meta.items() if k not in known},
         )
 
     def set_meta(self, **values: Any) -> None:
-        with self._lock, self._conn:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in values.items()],
-            )
+        with self._lock, self.engine.begin() as conn:
+            db.insert_or_replace(conn, db.meta, [{"key": k, "value": json.dumps(v)} for k, v in values.items()])
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -405,83 +426,89 @@ class Store:
             raise ValueError(f"one title vector of {dim} dimensions per article expected")
         with self._lock:
             ids = [a.id for a, _, _ in items]
-            old_keys = self._keys_of(ids)
             new_keys: list[int] = []
             new_texts: list[str] = []
             new_vectors: list[np.ndarray] = []
-            with self._conn:
-                self._conn.executemany("DELETE FROM articles WHERE id = ?", [(i,) for i in ids])
-                self._conn.executemany(
-                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_article_row(a, origin) for a, _, _ in items],
-                )
+            with self.engine.begin() as conn:
+                old_keys = self._keys_of(conn, ids)
+                conn.execute(sa.delete(db.articles).where(_ARTICLE.id.in_(ids)))
+                conn.execute(sa.insert(db.articles), [_article_row(a, origin) for a, _, _ in items])
                 for n, (article, passages, vectors) in enumerate(items):
                     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-                    first = len(new_keys)
+                    new_vectors.append(vectors)
+                    if not passages:
+                        continue
                     new_texts.extend(encoder_input(article.title, p.text) for p in passages)
-                    for passage, vector in zip(passages, vectors, strict=True):
-                        cur = self._conn.execute(
-                            "INSERT INTO passages(id, article_id, ordinal, start, end, text, sentences, vector)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                passage.id,
-                                passage.article_id,
-                                passage.ordinal,
-                                passage.start,
-                                passage.end,
-                                passage.text,
-                                json.dumps(passage.sentences),
-                                vector.tobytes(),
-                            ),
-                        )
-                        new_keys.append(int(cur.lastrowid or 0))
+                    passage_rows = [
+                        {
+                            "id": passage.id,
+                            "article_id": passage.article_id,
+                            "ordinal": passage.ordinal,
+                            "start": passage.start,
+                            "end": passage.end,
+                            "text": passage.text,
+                            "sentences": json.dumps(passage.sentences),
+                            "vector": vector.tobytes(),
+                        }
+                        for passage, vector in zip(passages, vectors, strict=True)
+                    ]
+                    inserted = sa.insert(db.passages).returning(_PASSAGE.key, sort_by_parameter_order=True)
+                    keys = [int(key) for key in conn.scalars(inserted, passage_rows)]
+                    new_keys.extend(keys)
                     if sentence_vectors is not None:
-                        self._conn.executemany(
-                            "INSERT INTO sentence_vectors(key, vectors) VALUES (?, ?)",
+                        conn.execute(
+                            sa.insert(db.sentence_vectors),
                             [
-                                (key, np.ascontiguousarray(v, dtype=np.float16).tobytes())
-                                for key, v in zip(new_keys[first:], sentence_vectors[n], strict=True)
+                                {"key": key, "vectors": np.ascontiguousarray(v, dtype=np.float16).tobytes()}
+                                for key, v in zip(keys, sentence_vectors[n], strict=True)
                             ],
                         )
-                    new_vectors.append(vectors)
                 if title_vectors is not None:
-                    self._conn.executemany(
-                        "INSERT INTO title_vectors(article_id, vector) VALUES (?, ?)",
+                    conn.execute(
+                        sa.insert(db.title_vectors),
                         [
-                            (a.id, np.ascontiguousarray(v, dtype=np.float16).tobytes())
+                            {"article_id": a.id, "vector": np.ascontiguousarray(v, dtype=np.float16).tobytes()}
                             for (a, _, _), v in zip(items, title_vectors, strict=True)
                         ],
                     )
-                self._bump_generation()
+                self._bump_generation(conn)
             vectors_added = np.vstack(new_vectors)
             rows = [PassageRow(k, t, v) for k, t, v in zip(new_keys, new_texts, vectors_added, strict=True)]
             self._apply_derived(old_keys, rows)
 
     def delete(self, article_ids: Iterable[str]) -> int:
         """Remove articles and their passages; returns how many articles existed."""
-        ids = list(article_ids)
+        ids = list(dict.fromkeys(article_ids))
         with self._lock:
-            old_keys = self._keys_of(ids)
-            with self._conn:
-                removed = sum(self._conn.execute("DELETE FROM articles WHERE id = ?", (i,)).rowcount for i in ids)
+            with self.engine.begin() as conn:
+                old_keys = self._keys_of(conn, ids)
+                removed = sum(
+                    conn.execute(sa.delete(db.articles).where(_ARTICLE.id.in_(part))).rowcount for part in _chunks(ids)
+                )
                 if removed:
-                    self._bump_generation()
+                    self._bump_generation(conn)
             if removed:
                 self._apply_derived(old_keys, [])
         return removed
 
-    def _keys_of(self, article_ids: Sequence[str]) -> list[int]:
+    @staticmethod
+    def _keys_of(conn: sa.Connection, article_ids: Sequence[str]) -> list[int]:
         keys: list[int] = []
-        for i in article_ids:
-            keys.extend(r[0] for r in self._conn.execute("SELECT key FROM passages WHERE article_id = ?", (i,)))
+        for part in _chunks(article_ids):
+            keys.extend(conn.scalars(sa.select(_PASSAGE.key).where(_PASSAGE.article_id.in_(part))))
         return keys
 
-    def _bump_generation(self) -> None:
-        self._conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'")
-        self._conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('updated_at', ?)",
-            (json.dumps(datetime.now().isoformat(timespec="seconds")),),
+    @staticmethod
+    def _bump_generation(conn: sa.Connection) -> None:
+        """The next generation, in the write's own transaction."""
+        value = db.meta.c.value
+        conn.execute(
+            sa.update(db.meta)
+            .where(db.meta.c.key == "generation")
+            .values(value=sa.cast(sa.cast(value, sa.BigInteger) + 1, sa.Text))
         )
+        now = datetime.now().isoformat(timespec="seconds")
+        db.insert_or_replace(conn, db.meta, [{"key": "updated_at", "value": json.dumps(now)}])
 
     def _apply_derived(self, removed: list[int], added: list[PassageRow]) -> None:
         """A committed write, applied to each derived index, then saved with the database's new generation."""
@@ -522,7 +549,7 @@ class Store:
         """Inner product of one query vector with the stored vectors of `keys` (NaN for a key not stored).
 
         From the vector index's own copy where the backend keeps one (FAISS: in memory, the fast path), else from
-        SQLite, the source of truth (slower, and much slower when its pages are not in the cache).
+        the database, the source of truth (slower, and much slower when its pages are not in the cache).
         """
         out = np.full(len(keys), np.nan, dtype=np.float32)
         if not keys:
@@ -533,19 +560,26 @@ class Store:
             if lookup is not None:
                 present, vectors = lookup(wanted)
                 out[present] = vectors @ query
-                wanted = wanted[~present]  # not in the index: ask SQLite (normally none)
+                wanted = wanted[~present]  # not in the index: ask the database (normally none)
             if not len(wanted):
                 return out
-            marks = ",".join("?" * len(wanted))
-            rows = self._conn.execute(
-                f"SELECT key, vector FROM passages WHERE key IN ({marks})", wanted.tolist()
-            ).fetchall()
-        stored = {key: np.frombuffer(blob, dtype=np.float32) for key, blob in rows}
+            stored = {
+                key: np.frombuffer(blob, dtype=np.float32)
+                for key, blob in self._rows_in(sa.select(_PASSAGE.key, _PASSAGE.vector), _PASSAGE.key, wanted.tolist())
+            }
         for i, key in enumerate(keys):
             vector = stored.get(int(key))
             if vector is not None:
                 out[i] = float(vector @ query)
         return out
+
+    def _rows_in(self, query: sa.Select[Any], column: sa.ColumnElement[Any], values: Sequence[Any]) -> list[Any]:
+        """The rows of `query` whose `column` is one of `values` (looked up a chunk of values at a time)."""
+        rows: list[Any] = []
+        with self.engine.connect() as conn:
+            for part in _chunks(values):
+                rows.extend(conn.execute(query.where(column.in_(part))))
+        return rows
 
     def sentence_vectors(
         self, *, keys: Sequence[int] | None = None, passage_ids: Sequence[str] | None = None
@@ -555,46 +589,40 @@ class Store:
         wanted: list[Any] = [int(k) for k in keys] if keys is not None else list(passage_ids or ())
         if not wanted:
             return {}
-        column = "s.key" if keys is not None else "p.id"
-        join = "" if keys is not None else " JOIN passages p ON p.key = s.key"
-        out: dict[Any, np.ndarray] = {}
+        vectors = db.sentence_vectors.c.vectors
+        if keys is not None:
+            column: sa.ColumnElement[Any] = db.sentence_vectors.c.key
+            query = sa.select(column, vectors)
+        else:
+            column = _PASSAGE.id
+            query = sa.select(column, vectors).join_from(db.sentence_vectors, db.passages)
+        dim = self._dim
         with self._lock:
-            dim = int(self._meta()["dim"])
-            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-                part = wanted[start : start + 500]
-                rows = self._conn.execute(
-                    f"SELECT {column}, s.vectors FROM sentence_vectors s{join}"
-                    f" WHERE {column} IN ({','.join('?' * len(part))})",
-                    part,
-                ).fetchall()
-                for name, blob in rows:
-                    out[name] = np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32)
-        return out
+            rows = self._rows_in(query, column, wanted)
+        return {name: np.frombuffer(blob, dtype=np.float16).reshape(-1, dim).astype(np.float32) for name, blob in rows}
 
     def title_vectors(self, article_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored title vectors (float32 [dim]) by article id; an article stored without one is absent."""
-        wanted = list(dict.fromkeys(article_ids))
-        out: dict[str, np.ndarray] = {}
+        table = db.title_vectors.c
         with self._lock:
-            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
-                part = wanted[start : start + 500]
-                rows = self._conn.execute(
-                    f"SELECT article_id, vector FROM title_vectors WHERE article_id IN ({','.join('?' * len(part))})",
-                    part,
-                ).fetchall()
-                out.update((name, np.frombuffer(blob, dtype=np.float16).astype(np.float32)) for name, blob in rows)
-        return out
+            rows = self._rows_in(
+                sa.select(table.article_id, table.vector), table.article_id, list(dict.fromkeys(article_ids))
+            )
+        return {name: np.frombuffer(blob, dtype=np.float16).astype(np.float32) for name, blob in rows}
 
     def titles_without_vectors(self) -> list[tuple[str, str]]:
         """(article id, title) of the articles with sentence vectors but no title vector, in id order."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT a.id, a.title FROM articles a"
-                " WHERE NOT EXISTS (SELECT 1 FROM title_vectors t WHERE t.article_id = a.id)"
-                " AND EXISTS (SELECT 1 FROM passages p JOIN sentence_vectors s ON s.key = p.key"
-                " WHERE p.article_id = a.id) ORDER BY a.id"
-            ).fetchall()
-        return [(str(i), str(t)) for i, t in rows]
+        a, t, p, sv = db.articles.c, db.title_vectors.c, db.passages.c, db.sentence_vectors.c
+        with_title = sa.exists(sa.select(t.article_id).where(t.article_id == a.id))
+        with_sentences = sa.exists(
+            sa.select(p.key)
+            .select_from(db.passages.join(db.sentence_vectors, sv.key == p.key))
+            .where(p.article_id == a.id)
+        )
+        query = sa.select(a.id, a.title).where(~with_title, with_sentences).order_by(a.id)
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(str(i), str(title)) for i, title in rows]
 
     def add_title_vectors(self, vectors: dict[str, np.ndarray]) -> None:
         """Store title vectors of articles already indexed (an article since removed is skipped), in one
@@ -602,105 +630,101 @@ class Store:
         dim = self.manifest().dim
         if any(np.shape(v) != (dim,) for v in vectors.values()):
             raise ValueError(f"title vectors of {dim} dimensions expected")
-        with self._lock, self._conn:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO title_vectors(article_id, vector) SELECT id, ? FROM articles WHERE id = ?",
-                [(np.ascontiguousarray(v, dtype=np.float16).tobytes(), i) for i, v in vectors.items()],
+        if not vectors:
+            return
+        with self._lock, self.engine.begin() as conn:
+            present = set(
+                conn.execute(sa.select(db.articles.c.id).where(db.articles.c.id.in_(list(vectors)))).scalars()
             )
+            rows = [
+                {"article_id": i, "vector": np.ascontiguousarray(v, dtype=np.float16).tobytes()}
+                for i, v in vectors.items()
+                if i in present
+            ]
+            db.insert_or_replace(conn, db.title_vectors, rows)
 
     def has_sentence_vectors(self) -> bool:
         """Whether the index holds sentence and title vectors (an index built before titles had them does not)."""
-        with self._lock:
-            return (
-                self._conn.execute(
-                    "SELECT EXISTS(SELECT 1 FROM sentence_vectors) AND EXISTS(SELECT 1 FROM title_vectors)"
-                ).fetchone()[0]
-                == 1
-            )
+        query = sa.select(
+            sa.exists(sa.select(db.sentence_vectors.c.key)), sa.exists(sa.select(db.title_vectors.c.article_id))
+        )
+        with self._lock, self.engine.connect() as conn:
+            row = conn.execute(query).one()
+        return bool(row[0] and row[1])
 
     def keys_matching(self, filters: Filters) -> np.ndarray:
         """Passage keys whose article passes every given filter (an article with no date fails a date filter)."""
-        clauses: list[str] = []
-        params: list[Any] = []
+        clauses: list[sa.ColumnElement[bool]] = []
         if filters.published_from is not None:
-            clauses.append("a.published_at >= ?")
-            params.append(_local_time(filters.published_from).isoformat())
+            clauses.append(_ARTICLE.published_at >= _local_time(filters.published_from).isoformat())
         if filters.published_to is not None:
-            clauses.append("a.published_at <= ?")
-            params.append(_local_time(filters.published_to).isoformat())
+            clauses.append(_ARTICLE.published_at <= _local_time(filters.published_to).isoformat())
         if filters.sources is not None:
-            clauses.append(f"a.source IN ({','.join('?' * len(filters.sources))})")
-            params.extend(filters.sources)
+            clauses.append(_ARTICLE.source.in_(filters.sources))
         if filters.article_ids is not None:
-            clauses.append(f"a.id IN ({','.join('?' * len(filters.article_ids))})")
-            params.extend(filters.article_ids)
-        where = " AND ".join(clauses) or "1"
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT p.key FROM passages p JOIN articles a ON a.id = p.article_id WHERE {where}", params
-            ).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            clauses.append(_ARTICLE.id.in_(filters.article_ids))
+        query = sa.select(_PASSAGE.key).join_from(db.passages, db.articles).where(sa.and_(sa.true(), *clauses))
+        with self._lock, self.engine.connect() as conn:
+            keys = list(conn.scalars(query))
+        return np.fromiter(keys, dtype=np.int64, count=len(keys))
 
     def passages_of(self, article_id: str) -> list[Passage]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, article_id, ordinal, start, end, text, sentences FROM passages"
-                " WHERE article_id = ? ORDER BY ordinal",
-                (article_id,),
-            ).fetchall()
+        query = sa.select(*_PASSAGE_COLUMNS).where(_PASSAGE.article_id == article_id).order_by(_PASSAGE.ordinal)
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
         return [_passage_from_row(r) for r in rows]
 
     def passages_by_key(self, keys: Sequence[int]) -> dict[int, StoredPassage]:
-        if not keys:
+        if not len(keys):
             return {}
-        marks = ",".join("?" * len(keys))
+        query = sa.select(_PASSAGE.key, *_PASSAGE_COLUMNS, *db.articles.c).join_from(db.passages, db.articles)
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT p.key, p.id AS pid, p.article_id, p.ordinal, p.start, p.end, p.text, p.sentences, a.*"
-                f" FROM passages p JOIN articles a ON a.id = p.article_id WHERE p.key IN ({marks})",
-                [int(k) for k in keys],
-            ).fetchall()
+            rows = self._rows_in(query, _PASSAGE.key, [int(k) for k in keys])
         out: dict[int, StoredPassage] = {}
-        for r in rows:
-            out[r["key"]] = StoredPassage(r["key"], _passage_from_row(r, id_column="pid"), _article_from_row(r))
+        for row in rows:
+            r = row._mapping
+            out[r["key"]] = StoredPassage(r["key"], _passage_from_row(r), _article_from_row(r))
         return out
 
     def article(self, article_id: str) -> Article | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        with self._lock, self.engine.connect() as conn:
+            row = conn.execute(sa.select(db.articles).where(_ARTICLE.id == article_id)).mappings().first()
         return _article_from_row(row) if row else None
 
     def articles(self, *, offset: int = 0, limit: int | None = None) -> list[Article]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM articles ORDER BY id LIMIT ? OFFSET ?", (-1 if limit is None else limit, offset)
-            ).fetchall()
+        query = sa.select(db.articles).order_by(_ARTICLE.id).limit(limit).offset(offset)
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
         return [_article_from_row(r) for r in rows]
 
     def fingerprints(self, origin: str | None = None) -> dict[str, str]:
         """Article id → fingerprint, optionally only for articles of one origin ("seed", "api", ...)."""
-        sql = "SELECT id, fingerprint FROM articles" + (" WHERE origin = ?" if origin else "")
-        with self._lock:
-            return dict(self._conn.execute(sql, (origin,) if origin else ()).fetchall())
+        query = sa.select(_ARTICLE.id, _ARTICLE.fingerprint)
+        if origin:
+            query = query.where(_ARTICLE.origin == origin)
+        with self._lock, self.engine.connect() as conn:
+            return {article_id: fingerprint for article_id, fingerprint in conn.execute(query)}
 
     def ids_by_origin(self) -> dict[str, list[str]]:
-        with self._lock:
-            rows = self._conn.execute("SELECT origin, id FROM articles ORDER BY id").fetchall()
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(sa.select(_ARTICLE.origin, _ARTICLE.id).order_by(_ARTICLE.id)).all()
         out: dict[str, list[str]] = {}
         for origin, article_id in rows:
             out.setdefault(origin, []).append(article_id)
         return out
 
     def passage_counts(self, article_ids: Sequence[str]) -> dict[str, int]:
-        with self._lock:
-            return {
-                i: self._conn.execute("SELECT COUNT(*) FROM passages WHERE article_id = ?", (i,)).fetchone()[0]
-                for i in article_ids
-            }
+        """Passages of each of `article_ids` (0 for an article not stored)."""
+        query = sa.select(_PASSAGE.article_id, sa.func.count()).group_by(_PASSAGE.article_id)
+        counts: dict[str, int] = dict.fromkeys(article_ids, 0)
+        with self._lock, self.engine.connect() as conn:
+            for part in _chunks(list(counts)):
+                counts.update((str(i), int(n)) for i, n in conn.execute(query.where(_PASSAGE.article_id.in_(part))))
+        return counts
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self.engine.dispose()
             if self._lexical is not None:
                 self._lexical.close()
             if self._index is not None:

@@ -4,6 +4,7 @@ over the hashing test encoder; and the Hypothesis profiles every property test r
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,14 +55,47 @@ def examples(n: int) -> int:
     return max(1, n * settings().max_examples // DETERMINISTIC_EXAMPLES)
 
 
+DATABASES = ["sqlite", "postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `every_database` that uses a store runs once per database the store can live in."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_database"):
+        metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (`tests.postgres`); its URL."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
 @pytest.fixture
-def store(tmp_path):
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Where the test's store keeps its rows: None, the SQLite file in its index folder, unless the test is marked
+    `every_database`; then also a fresh PostgreSQL database, dropped after the test."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    from tests.postgres import fresh_database
+
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def store(tmp_path, database_url):
     """An empty store for `tests.fakes.HashingEncoder()` vectors, chunked with `SMALL_CHUNKING`."""
     from qa.store import Store
     from tests.fakes import SMALL_CHUNKING, HashingEncoder
 
     encoder = HashingEncoder()
-    s = Store.create(tmp_path / "idx", model=encoder.name, dim=encoder.dim, chunking=SMALL_CHUNKING)
+    s = Store.create(
+        tmp_path / "idx", model=encoder.name, dim=encoder.dim, chunking=SMALL_CHUNKING, database_url=database_url
+    )
     yield s
     s.close()
 

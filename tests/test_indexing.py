@@ -4,11 +4,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from qa.chunking import CHUNKING
 from qa.config import Settings
-from qa.indexing import open_index
+from qa.indexing import StoreError, open_index
+from qa.query import Query
+from qa.store import DB_FILE
 from tests.fakes import HashingEncoder
+from tests.test_store import rows
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -24,8 +28,7 @@ def passage_ids(store) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for article in store.articles():
         out[article.id] = []
-    rows = store._conn.execute("SELECT article_id, id FROM passages ORDER BY article_id, ordinal").fetchall()
-    for article_id, pid in rows:
+    for article_id, pid in rows(store, "SELECT article_id, id FROM passages ORDER BY article_id, ordinal"):
         out[article_id].append(pid)
     return out
 
@@ -122,12 +125,37 @@ def test_an_index_without_sentence_vectors_is_served_with_a_warning(tmp_path, ca
     store.close()
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_an_index_in_a_database_server_serves_a_second_folder(settings, database_url, tmp_path):
+    """With QA_DATABASE_URL the rows live in the server: a second folder (another replica) opens the same index,
+    rebuilding its derived indexes from the database, and encodes nothing."""
+    encoder = HashingEncoder()
+    first = settings.model_copy(update={"database_url": database_url})
+    store = open_index(first, encoder)
+    ids = passage_ids(store)
+    top = store.search_lexical(Query.parse("Nam Từ Liêm có bao nhiêu đảng viên"), 1).keys.tolist()
+    store.close()
+    assert len(ids) == 5
+    assert not (first.index_dir / DB_FILE).exists(), "no SQLite file beside a database server"
+
+    calls = encoder.calls
+    second = first.model_copy(update={"data_dir": tmp_path / "replica"})
+    store = open_index(second, encoder)
+    assert encoder.calls == calls, "the second folder reads the vectors from the database"
+    assert passage_ids(store) == ids
+    assert store.search_lexical(Query.parse("Nam Từ Liêm có bao nhiêu đảng viên"), 1).keys.tolist() == top
+    store.close()
+
+    with pytest.raises(StoreError, match="rebuild"):
+        open_index(second, encoder, force_rebuild=True)
+
+
 def test_an_index_built_before_titles_had_vectors_gains_them_at_the_next_open(settings):
     encoder = HashingEncoder()
     store = open_index(settings, encoder)
     titles = {a.id: a.title for a in store.articles()}
-    with store._conn:  # as an older version left it: sentence vectors, no title vectors
-        store._conn.execute("DELETE FROM title_vectors")
+    with store.engine.begin() as conn:  # as an older version left it: sentence vectors, no title vectors
+        conn.execute(sa.text("DELETE FROM title_vectors"))
     generation = store.manifest().generation
     assert not store.has_sentence_vectors() and len(store.titles_without_vectors()) == len(titles)
     store.close()

@@ -10,7 +10,9 @@ from qa.indexing import Indexer
 from qa.retriever import ANSWER_HITS, Fusion, Retriever, fuse
 from qa.store import Store
 from tests.fakes import HashingEncoder
-from tests.test_store import BODY_A, BODY_B, CHUNKING, ENC, item, make_article
+from tests.test_store import BODY_A, BODY_B, CHUNKING, ENC, item, make_article, rows
+
+pytestmark = pytest.mark.every_database
 
 
 class CountingEncoder(HashingEncoder):
@@ -30,7 +32,7 @@ def sentence_item(article):
     return (article, passages, vectors), [ENC.encode_passages(sentence_inputs(article.title, p)) for p in passages]
 
 
-def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
+def test_round_trip_by_key_and_by_passage_id(store, tmp_path, database_url):
     (a, sa), (b, sb) = sentence_item(make_article("a", BODY_A)), sentence_item(make_article("b", BODY_B))
     titles = ENC.encode_passages([a[0].title, "Another title"])
     store.upsert([a, b], origin="seed", sentence_vectors=[sa, sb])
@@ -38,8 +40,8 @@ def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
     store.upsert([a, b], origin="seed", sentence_vectors=[sa, sb], title_vectors=list(titles))
     assert store.has_sentence_vectors()
     store.close()
-    store = Store.open(tmp_path / "idx")
-    keys = [r[0] for r in store._conn.execute("SELECT key FROM passages ORDER BY key")]
+    store = Store.open(tmp_path / "idx", database_url=database_url)
+    keys = [r[0] for r in rows(store, "SELECT key FROM passages ORDER BY key")]
     by_key = store.sentence_vectors(keys=keys)
     expected = [v for per_article in (sa, sb) for v in per_article]
     assert len(by_key) == len(keys) == len(expected)
@@ -62,7 +64,7 @@ def test_round_trip_by_key_and_by_passage_id(store, tmp_path):
 def test_replaced_and_deleted_articles_take_their_sentence_vectors_along(store):
     (a, sa) = sentence_item(make_article("a", BODY_A))
     store.upsert([a], origin="seed", sentence_vectors=[sa])
-    old_keys = [r[0] for r in store._conn.execute("SELECT key FROM passages")]
+    old_keys = [r[0] for r in rows(store, "SELECT key FROM passages")]
     (a2, sa2) = sentence_item(make_article("a", BODY_B))
     store.upsert([a2], origin="seed", sentence_vectors=[sa2])
     assert store.sentence_vectors(keys=old_keys) == {}
@@ -75,7 +77,7 @@ def test_an_article_without_passages_next_to_one_with_them(store):
     empty = (make_article("e", "x"), [], np.zeros((0, ENC.dim), np.float32))
     (b, sb) = sentence_item(make_article("b", BODY_B))
     store.upsert([empty, b], origin="seed", sentence_vectors=[[], sb])
-    keys = [r[0] for r in store._conn.execute("SELECT key FROM passages ORDER BY key")]
+    keys = [r[0] for r in rows(store, "SELECT key FROM passages ORDER BY key")]
     assert sorted(store.sentence_vectors(keys=keys)) == keys
 
 
@@ -187,7 +189,7 @@ def test_a_mixed_index_ranks_without_the_sentence_signal(store):
     Indexer(store, HashingEncoder(), chunking=CHUNKING, sentence_vectors=False).add(
         [make_article("c", "Đảng bộ quận Nam Từ Liêm tổ chức đại hội. " * 4)], origin="s"
     )
-    keys = [r[0] for r in store._conn.execute("SELECT key FROM passages")]
+    keys = [r[0] for r in rows(store, "SELECT key FROM passages")]
     assert retriever._stored_sentences(dict.fromkeys(keys, 0.0)) is None
     with_vectors = [k for k in keys if k in store.sentence_vectors(keys=keys)]
     stored = retriever._stored_sentences(dict.fromkeys(with_vectors, 0.0))
