@@ -135,7 +135,7 @@ class SearchOptions(BaseModel):
         True,
         strict=True,
         description="Mark the sentence of each passage that best answers the question, and choose the `answer`"
-        " (false: neither, slightly faster).",
+        " (false: neither; the top hits are ordered by their answers either way).",
     )
 
 
