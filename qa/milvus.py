@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from qa.schemas import Filters
 
 LITE_FILE = "milvus.db"  # the milvus-lite file in the index folder when QA_MILVUS_URI is unset
+BM25_SUFFIX = "_bm25"  # the lexical collection's name: the dense one's and this
 NO_DATE = -1  # `published` of an article without a date: fails every date bound
 MAX_SOURCE = 1024  # characters of a source kept for filtering (VARCHAR needs a bound; sources are names)
 MAX_ID = 512

@@ -37,8 +37,8 @@ from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
 from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, idf, open_lexical_index
 from qa.lexical.analysis import passage_terms
+from qa.milvus import BM25_SUFFIX, collection_name, resolve_uri
 from qa.milvus import is_local as milvus_is_local
-from qa.milvus import resolve_uri
 from qa.query import Query
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
@@ -340,6 +340,7 @@ class Store:
             from qa.vectors.milvus import MilvusIndex
 
             return self._attached(
+                collection_name(self.vectors.milvus_collection, self.index_id),
                 lambda fresh: MilvusIndex.attach(self.vectors, self._dim, self.index_id, directory=self.path,
                                                  fresh=fresh),
                 vectors=True,
@@ -370,6 +371,7 @@ class Store:
 
             uri, prefix = self.vectors.milvus_uri, self.vectors.milvus_collection
             return self._attached(
+                collection_name(prefix, self.index_id, BM25_SUFFIX),
                 lambda fresh: MilvusLexicalIndex.attach(uri, prefix, self.index_id, self, directory=self.path,
                                                         fresh=fresh),
             )  # fmt: skip
@@ -381,33 +383,40 @@ class Store:
             lambda: create_lexical_index(self.path / LEXICAL_DIR),
         )
 
-    def _attached(self, attach: Callable[[bool], D], *, vectors: bool = False) -> D:
-        """A shared index (`DerivedIndex.shared`): its collection as it is when the database records it complete,
-        else (new, or a build that stopped half-way) recreated and filled from the database. One replica fills it
-        while the others wait on the database's lock."""
-        index = attach(False)
-        marker = ENGINE_PREFIX + str(getattr(index, "collection", ""))
+    def _attached(self, collection: str, attach: Callable[[bool], D], *, vectors: bool = False) -> D:
+        """A shared index (`DerivedIndex.shared`) kept in `collection`: as it is when the database records it
+        complete, else (new, a fill that stopped half-way, or a collection the engine lost) recreated and filled
+        from the database. One replica fills it while the others wait on the database's lock, then find it
+        complete."""
+        marker = ENGINE_PREFIX + collection
         with self.engine.begin() as conn:
             db.lock_name(conn, marker)
             if conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == marker)) is not None:
-                return index
-            index.close()
-            log.warning("filling %s from the database", marker.removeprefix(ENGINE_PREFIX))
+                index = attach(False)
+                if not getattr(index, "created", False):
+                    return index
+                index.close()
+                log.warning("%s is gone from the search engine", collection)
+            log.warning("filling %s from the database", collection)
             started = time.perf_counter()
             index = attach(True)
-            total, counts = 0, Counter[tuple[str, str]]()
-            for rows in self._passage_rows(vectors=vectors):
-                index.apply([], rows)
-                total += len(rows)
+            try:
+                total, counts = 0, Counter[tuple[str, str]]()
+                for rows in self._passage_rows(vectors=vectors):
+                    index.apply([], rows)
+                    total += len(rows)
+                    if not vectors and self.counts_terms:
+                        counts.update(_term_counts(row.text for row in rows))
+                index.save(0)
                 if not vectors and self.counts_terms:
-                    counts.update(_term_counts(row.text for row in rows))
-            index.save(0)
-            if not vectors and self.counts_terms:
-                conn.execute(sa.delete(db.term_stats))
-                counts[ALL_PASSAGES] = total
-                _add_term_counts(conn, counts)
-            db.insert_or_replace(conn, db.meta, [{"key": marker, "value": json.dumps(total)}])
-            log.info("%s filled: %d passages in %.1f s", marker, total, time.perf_counter() - started)
+                    conn.execute(sa.delete(db.term_stats))
+                    counts[ALL_PASSAGES] = total
+                    _add_term_counts(conn, counts)
+                db.insert_or_replace(conn, db.meta, [{"key": marker, "value": json.dumps(total)}])
+            except BaseException:
+                index.close()
+                raise
+            log.info("%s filled: %d passages in %.1f s", collection, total, time.perf_counter() - started)
         return index
 
     def _current_or_rebuilt(self, name: str, index: D | None, create: Callable[[], D], *, vectors: bool = False) -> D:

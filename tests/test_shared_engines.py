@@ -148,6 +148,18 @@ def test_deletes_left_pending_by_a_crash_are_replayed(replicas) -> None:
     assert stored_counts(url) == recount(b)
 
 
+def test_a_replica_refills_collections_the_engine_lost(replicas, tmp_path) -> None:
+    a, _, url = replicas
+    Indexer(a, ENC, chunking=SMALL_CHUNKING).add([article(i, body) for i, body in BODIES.items()], origin="api")
+    expected = lexical_ids(a, "ai chủ trì cuộc họp"), a.manifest().passages
+    a.index._client.drop_collection(a.index.collection)  # Milvus lost its data; the database says "complete"
+    a.lexical._client.drop_collection(a.lexical.collection)
+    c = open_store(tmp_path / "c", url, a.vectors.milvus_collection)
+    assert (lexical_ids(c, "ai chủ trì cuộc họp"), len(c.index)) == expected
+    assert stored_counts(url) == recount(c)
+    c.close()
+
+
 def test_a_replica_fills_missing_collections_from_the_database(replicas, tmp_path) -> None:
     a, _, url = replicas
     Indexer(a, ENC, chunking=SMALL_CHUNKING).add([article(i, body) for i, body in BODIES.items()], origin="api")

@@ -79,22 +79,25 @@ class MilvusLexicalIndex:
         self.uri = uri
         self.collection = collection
         self.stats = stats
+        self.created = False
         self._client, self._lock = milvus.acquire(uri)
 
     @classmethod
     def attach(
         cls, uri: str | None, prefix: str, index_id: str, stats: TermStats, *, directory: Path, fresh: bool
     ) -> MilvusLexicalIndex:
-        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it)."""
+        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it). `created`
+        tells whether it had to be created."""
         from pymilvus import DataType, Function, FunctionType
 
         uri = milvus.resolve_uri(uri, directory)
-        self = cls(uri, milvus.collection_name(prefix, index_id, "_bm25"), stats, directory=directory)
+        self = cls(uri, milvus.collection_name(prefix, index_id, milvus.BM25_SUFFIX), stats, directory=directory)
         client = self._client
         with milvus.calling(self._lock, uri, f"open collection {self.collection}"):
             if fresh and client.has_collection(self.collection):
                 client.drop_collection(self.collection)
-            if not client.has_collection(self.collection):
+            self.created = not client.has_collection(self.collection)
+            if self.created:
                 schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
                 schema.add_field("key", DataType.INT64, is_primary=True)
                 milvus.add_article_fields(schema)

@@ -41,11 +41,13 @@ class MilvusIndex:
         self.uri = uri
         self.collection = collection
         self.dim = dim
+        self.created = False
         self._client, self._lock = milvus.acquire(uri)
 
     @classmethod
     def attach(cls, config: VectorConfig, dim: int, index_id: str, *, directory: Path, fresh: bool) -> MilvusIndex:
-        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it)."""
+        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it). `created`
+        tells whether it had to be created."""
         from pymilvus import DataType
 
         uri = milvus.resolve_uri(config.milvus_uri, directory)
@@ -54,7 +56,8 @@ class MilvusIndex:
         with milvus.calling(self._lock, uri, f"open collection {self.collection}"):
             if fresh and client.has_collection(self.collection):
                 client.drop_collection(self.collection)
-            if not client.has_collection(self.collection):
+            self.created = not client.has_collection(self.collection)
+            if self.created:
                 schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
                 schema.add_field("key", DataType.INT64, is_primary=True)
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
