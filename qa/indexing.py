@@ -20,7 +20,7 @@ from qa.corpus import read_articles
 from qa.database import is_embedded
 from qa.domain import Article, Passage, encoder_input, sentence_inputs
 from qa.encoders import Encoder
-from qa.store import NoIndexError, Store, StoreError
+from qa.store import IndexExistsError, NoIndexError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,17 @@ def create_in_server(settings: Settings, encoder: Encoder) -> Store:
     """The first index in a database server (`QA_DATABASE_URL`): nothing to keep, so nothing is built aside; the
     index folder holds only what is derived from the database, and starts empty."""
     shutil.rmtree(settings.index_dir, ignore_errors=True)
-    return Store.create(
-        settings.index_dir,
-        model=encoder.name,
-        dim=encoder.dim,
-        chunking=CHUNKING,
-        **settings.store_options,
-    )
+    try:
+        return Store.create(
+            settings.index_dir,
+            model=encoder.name,
+            dim=encoder.dim,
+            chunking=CHUNKING,
+            **settings.store_options,
+        )
+    except IndexExistsError:  # another replica, starting at the same time, created it first
+        shutil.rmtree(settings.index_dir, ignore_errors=True)
+        return Store.open(settings.index_dir, **settings.store_options)
 
 
 def add_missing_titles(store: Store, encoder: Encoder, *, batch: int = 256, progress: bool = False) -> int:

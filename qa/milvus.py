@@ -9,12 +9,13 @@ A row carries its article's id, source and date, so that `Filters` become a filt
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from qa.dates import VIETNAM_TZ
 from qa.derived import PassageRow
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
     from qa.schemas import Filters
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LITE_FILE = "milvus.db"  # the milvus-lite file in the index folder when QA_MILVUS_URI is unset
 BM25_SUFFIX = "_bm25"  # the lexical collection's name: the dense one's and this
@@ -104,6 +108,33 @@ def calling(lock: threading.Lock | None, uri: str, what: str) -> Iterator[None]:
         if type(exc).__module__.startswith(("pymilvus", "grpc")):
             raise MilvusError(f"Milvus at {uri} failed to {what}: {reason(exc)}") from exc
         raise
+
+
+class _Owner(Protocol):
+    uri: str
+    collection: str
+    _client: MilvusClient
+    _lock: threading.Lock | None
+
+
+def call(owner: _Owner, what: str, request: Callable[[], T]) -> T:
+    """`request` on `owner`'s collection (see `calling`). A collection that is not loaded (Milvus restarted: it
+    comes back with its collections released) is loaded and the request sent once more."""
+    try:
+        with calling(owner._lock, owner.uri, what):
+            return request()
+    except MilvusError as exc:
+        if not _not_loaded(exc.__cause__):
+            raise
+    log.warning("Milvus collection %s was not loaded (a restart?): loading it", owner.collection)
+    with calling(owner._lock, owner.uri, what):
+        owner._client.load_collection(owner.collection)
+        return request()
+
+
+def _not_loaded(exc: BaseException | None) -> bool:
+    code = getattr(exc, "code", None)
+    return code == 101 or "not loaded" in str(exc).lower() or "call load()" in str(exc)
 
 
 def reason(exc: BaseException) -> str:

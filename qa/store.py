@@ -37,7 +37,7 @@ from qa.domain import Article, Passage, encoder_input
 from qa.files import atomic_write_bytes
 from qa.lexical import LexicalHits, LexicalIndex, create_lexical_index, idf, open_lexical_index
 from qa.lexical.analysis import passage_terms
-from qa.milvus import BM25_SUFFIX, collection_name, resolve_uri
+from qa.milvus import BM25_SUFFIX, MilvusError, collection_name, resolve_uri
 from qa.milvus import is_local as milvus_is_local
 from qa.query import Query
 from qa.schemas import Filters
@@ -61,6 +61,10 @@ ALL_PASSAGES = ("", "")
 
 class StoreError(RuntimeError):
     """The index directory is missing, corrupt, or of another format; the message says how to rebuild."""
+
+
+class IndexExistsError(StoreError):
+    """The database already holds an index (another replica created it first)."""
 
 
 class NoIndexError(StoreError):
@@ -245,8 +249,9 @@ class Store:
         try:
             store = cls(path, engine, vectors, lexical_backend)  # checks the settings before the database is touched
             with engine.begin() as conn:
+                db.lock_name(conn, "create index")  # two replicas starting on an empty database: one creates it
                 if sa.inspect(conn).has_table(db.meta.name):
-                    raise StoreError(f"cannot create an index in {engine.url!r}: the database already holds one")
+                    raise IndexExistsError(f"cannot create an index in {engine.url!r}: the database already holds one")
                 db.metadata.create_all(conn)
                 conn.execute(sa.insert(db.meta), [{"key": k, "value": json.dumps(v)} for k, v in meta.items()])
         except BaseException:
@@ -689,7 +694,10 @@ class Store:
         for index in local:
             index.apply(removed, added)
         if len(local) < len(self._derived()):
-            self._replay_pending_deletes()
+            try:
+                self._replay_pending_deletes()
+            except MilvusError as exc:  # committed all the same: the next write or open deletes them
+                log.warning("old passages stay in the search engine for now (%s)", exc)
         self._save_derived(self.manifest().generation)
 
     def _replay_pending_deletes(self, batch: int = 10_000) -> None:

@@ -196,3 +196,30 @@ def test_bm25_in_milvus_ranks_as_tantivy(replicas, tmp_path) -> None:
         assert np.allclose(ours.scores[:1], theirs.scores[:1], rtol=0.1), (question, ours, theirs)
         assert a.idf(["chủ", "trì"], False) == pytest.approx(local.idf(["chủ", "trì"], False))
     local.close()
+
+
+def test_a_milvus_restart_is_an_error_while_down_then_searches_and_writes_resume(tmp_path, postgres_url) -> None:
+    """While Milvus is down a search or a write raises `MilvusError` (the API's 503) and the write is not committed;
+    once it is back, the same store searches and writes again without being reopened (Milvus brings its
+    collections back released: they are loaded again on first use)."""
+    from qa.milvus import MilvusError
+    from tests.milvus import milvus_server
+    from tests.postgres import fresh_database
+
+    with milvus_server() as server, fresh_database(postgres_url) as url:
+        MILVUS["uri"] = server.uri
+        store = open_store(tmp_path / "a", url, "restart", create=True)
+        indexer = Indexer(store, ENC, chunking=SMALL_CHUNKING)
+        indexer.add([article("hop", BODIES["hop"])], origin="api")
+        server.stop()
+        with pytest.raises(MilvusError):
+            lexical_ids(store, "ai chủ trì cuộc họp")
+        with pytest.raises(MilvusError):
+            indexer.add([article("gia", BODIES["gia"])], origin="api")
+        assert store.article("gia") is None  # rolled back
+        server.start()
+        assert lexical_ids(store, "ai chủ trì cuộc họp") == ["hop"]
+        assert dense_ids(store, BODIES["hop"]) == ["hop"]
+        indexer.add([article("gia", BODIES["gia"])], origin="api")
+        assert lexical_ids(store, "giá xăng") == ["gia"]
+        store.close()

@@ -26,8 +26,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {
         "model": ErrorResponse,
         "description": "The model and index are still loading, or the database or search engine (PostgreSQL, Milvus) "
-        "did not answer (`code` backend_unavailable, `message` says which and why; a write was not applied); "
-        "`Retry-After` says when to try again.",
+        "did not answer (`code` backend_unavailable, `message` says which and why; the write was not committed, "
+        "and sending it again is safe: a write replaces whole articles); `Retry-After` says when to try again.",
         "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
     },
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -139,8 +139,8 @@ class MilvusLexicalIndex:
     def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
         keys = [int(k) for k in removed]
         for start in range(0, len(keys), _INSERT_BATCH):
-            with milvus.calling(self._lock, self.uri, "delete passages"):
-                self._client.delete(self.collection, ids=keys[start : start + _INSERT_BATCH])
+            ids = keys[start : start + _INSERT_BATCH]
+            milvus.call(self, "delete passages", partial(self._client.delete, self.collection, ids=ids))
         for start in range(0, len(added), _INSERT_BATCH):
             rows = []
             for row in added[start : start + _INSERT_BATCH]:
@@ -153,8 +153,7 @@ class MilvusLexicalIndex:
                         "folded": _text(terms.folded),
                     }
                 )
-            with milvus.calling(self._lock, self.uri, "store passages"):
-                self._client.upsert(self.collection, rows)
+            milvus.call(self, "store passages", partial(self._client.upsert, self.collection, rows))
 
     def save(self, generation: int) -> None:
         """Seal what was written into Milvus's segments (after a fill; each write persists by itself)."""
@@ -217,10 +216,13 @@ class MilvusLexicalIndex:
             for field, text, _ in requests
         ]
         ranker = WeightedRanker(*[weight for _, _, weight in requests], norm_score=False)
-        with milvus.calling(self._lock, self.uri, "search passages"):
-            hits: Any = self._client.hybrid_search(
+        hits: Any = milvus.call(
+            self,
+            "search passages",
+            lambda: self._client.hybrid_search(  # output_fields: none would read every field of every hit
                 self.collection, searches, ranker, limit=min(limit, _SEARCH_LIMIT), output_fields=["key"]
-            )
+            ),
+        )
         row = hits[0] if len(hits) else []
         keys = np.asarray([int(h["key"]) for h in row], dtype=np.int64)
         scores = np.asarray([abs(float(h["distance"])) for h in row], dtype=np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +78,9 @@ class MilvusIndex:
         return {"backend": self.backend, "kind": self.kind, "uri": self.uri, "collection": self.collection}
 
     def __len__(self) -> int:
-        with milvus.calling(self._lock, self.uri, "count vectors"):
-            rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        rows = milvus.call(
+            self, "count vectors", lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        )
         return int(rows[0]["count(*)"])
 
     def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
@@ -89,8 +91,7 @@ class MilvusIndex:
                 {**milvus.row_fields(r), "vector": np.asarray(r.vector, dtype=np.float32).tolist()}
                 for r in added[start : start + _INSERT_BATCH]
             ]
-            with milvus.calling(self._lock, self.uri, "store vectors"):
-                self._client.upsert(self.collection, rows)
+            milvus.call(self, "store vectors", partial(self._client.upsert, self.collection, rows))
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Vectors without article fields (they pass no filter but `allowed`)."""
@@ -101,8 +102,8 @@ class MilvusIndex:
     def remove(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64).ravel()
         for start in range(0, len(keys), _INSERT_BATCH):
-            with milvus.calling(self._lock, self.uri, "delete vectors"):
-                self._client.delete(self.collection, ids=[int(k) for k in keys[start : start + _INSERT_BATCH]])
+            ids = [int(k) for k in keys[start : start + _INSERT_BATCH]]
+            milvus.call(self, "delete vectors", partial(self._client.delete, self.collection, ids=ids))
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
@@ -112,16 +113,19 @@ class MilvusIndex:
         if k <= 0 or len(queries) == 0 or (allowed is not None and len(allowed) == 0):
             return out
         keys = None if allowed is None else np.unique(allowed).tolist()
-        with milvus.calling(self._lock, self.uri, "search vectors"):
-            hits = self._client.search(
+        hits = milvus.call(
+            self,
+            "search vectors",
+            lambda: self._client.search(
                 self.collection,
                 data=queries.tolist(),
                 anns_field="vector",
                 filter=milvus.filter_expression(filters, keys),
                 limit=min(k, _SEARCH_LIMIT),
-                output_fields=["key"],
+                output_fields=["key"],  # none: milvus-lite then reads every field of every hit
                 search_params={"metric_type": "IP"},
-            )
+            ),
+        )
         for row, found in enumerate(hits):
             for col, hit in enumerate(found[:k]):
                 out.keys[row, col] = int(hit["key"])  # the primary key field, by name
