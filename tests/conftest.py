@@ -73,6 +73,26 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def milvus_uri() -> Iterator[str]:
+    """A throwaway Milvus server (`milvus-lite server`, `tests.milvus`) for the session; its URI
+    (http://127.0.0.1:PORT). Tests that stop or restart Milvus start their own with `tests.milvus.milvus_server()`."""
+    from tests.milvus import milvus_server
+
+    with milvus_server() as server:
+        yield server.uri
+
+
+@pytest.fixture
+def milvus_collections(milvus_uri: str) -> Iterator[str]:
+    """A collection-name prefix of the test's own on the session's Milvus; every collection the test made is
+    dropped afterwards (`tests.milvus.fresh_collections`)."""
+    from tests.milvus import fresh_collections
+
+    with fresh_collections(milvus_uri) as prefix:
+        yield prefix
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """Where the test's store keeps its rows: None, the SQLite file in its index folder, unless the test is marked
