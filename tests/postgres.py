@@ -41,25 +41,61 @@ def _run(args: list[str], folder: Path) -> None:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}{server}")
 
 
+class PostgresServer:
+    """A cluster in `folder` on a loopback port; `stop()` and `start()` restart it with the same data and port (a
+    database outage under load). Its URL names the database `postgres`."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.log = folder / "server.log"
+        self.port = port
+        self.url = f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
+        self.running = False
+
+    def init(self) -> None:
+        _run([_binary("initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
+             self.folder)  # fmt: skip
+
+    def start(self) -> None:
+        """Start the cluster; returns once it accepts connections (`pg_ctl -w`)."""
+        # fsync off: a test server's data need not survive a power cut, and it makes CREATE DATABASE quick.
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.folder} -F"
+        _run([_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start"],
+             self.folder)  # fmt: skip
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster and wait until it is down: `fast` rolls back open transactions and drops the clients'
+        connections (what a restart by an operator does), `immediate` is a crash (recovery at the next start)."""
+        if self.running:
+            self.running = False
+            _run([_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], self.folder)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """A running PostgreSQL cluster for the length of the block, that a test may stop and start again."""
+    folder = Path(tempfile.mkdtemp(prefix="viqa-postgres-"))  # not under pytest's tmp_path: RUN_AS can't enter it
+    if os.geteuid() == 0:
+        shutil.chown(folder, RUN_AS)
+    server = PostgresServer(folder, free_port())
+    try:
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """A running PostgreSQL cluster for the length of the block; yields its SQLAlchemy URL (database `postgres`)."""
-    folder = Path(tempfile.mkdtemp(prefix="viqa-postgres-"))  # not under pytest's tmp_path: RUN_AS can't enter it
-    data, port = folder / "data", free_port()
-    if os.geteuid() == 0:
-        shutil.chown(folder, RUN_AS)
-    try:
-        _run([_binary("initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"], folder)
-        # fsync off: a test server's data need not survive a power cut, and it makes CREATE DATABASE quick.
-        options = f"-p {port} -h 127.0.0.1 -k {folder} -F"
-        log = folder / "server.log"
-        _run([_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"], folder)
-        try:
-            yield f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
-        finally:
-            _run([_binary("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_cluster() as server:
+        yield server.url
 
 
 @contextmanager
