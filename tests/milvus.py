@@ -5,8 +5,9 @@ Milvus outage under load); and a fresh set of collection names per test.
 Ready means a new pymilvus client can list the collections. Two things milvus-lite 3.2 does that this works around:
 its gRPC server binds with SO_REUSEPORT, so a second server on a port already served starts without complaint and
 the kernel splits the connections between them (`start()` therefore refuses a port something still listens on, and
-waits for its own "listening" line); and pymilvus keeps one connection per address per process, so a client made
-while the server is down may be an old one that recovers when it is back.
+waits for its own "listening" line); and pymilvus 3 shares one connection per address per process and keeps it
+after the last client closes (a "new" client made while the server is down then does not fail, and the idle channel
+is later sent GOAWAY too_many_pings), so the clients here are dedicated ones, closed for real.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _lists_collections(uri: str) -> bool:
     from pymilvus.exceptions import MilvusException
 
     try:
-        client = MilvusClient(uri, timeout=5)
+        client = MilvusClient(uri, timeout=5, dedicated=True)
     except MilvusException:
         return False
     try:
@@ -132,7 +133,7 @@ class MilvusServer:
     def collections(self) -> list[str]:
         from pymilvus import MilvusClient
 
-        client = MilvusClient(self.uri, timeout=10)
+        client = MilvusClient(self.uri, timeout=10, dedicated=True)
         try:
             return list(client.list_collections())
         finally:
@@ -157,7 +158,7 @@ def milvus_server() -> Iterator[MilvusServer]:
 def drop_collections(uri: str, names: Iterator[str] | list[str] | set[str]) -> None:
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri, timeout=30)
+    client = MilvusClient(uri, timeout=30, dedicated=True)
     try:
         for name in names:
             if client.has_collection(name):
@@ -172,7 +173,7 @@ def fresh_collections(uri: str) -> Iterator[str]:
     made during the block is dropped, whether it used the prefix or not, so tests never see each other's data."""
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri, timeout=30)
+    client = MilvusClient(uri, timeout=30, dedicated=True)
     try:
         before = set(client.list_collections())
     finally:
@@ -184,7 +185,7 @@ def fresh_collections(uri: str) -> Iterator[str]:
         from pymilvus.exceptions import MilvusException
 
         try:
-            client = MilvusClient(uri, timeout=30)
+            client = MilvusClient(uri, timeout=30, dedicated=True)
             try:
                 after = set(client.list_collections())
             finally:

@@ -9,6 +9,7 @@ stops them all afterwards, even when a start or the test failed; `kill9` is a cr
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from tests.servers import REPO_ROOT, start_qa_serve
 
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
 STOP_GUARD = 30.0  # seconds for a replica to exit after SIGTERM before it is killed
 
 
@@ -73,6 +75,17 @@ class Replica:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.is_file() else ""
+
+    def last_errors(self, n: int = 3) -> list[str]:
+        """The last `n` distinct exception lines of its log (`package.SomeError: message`), newest last."""
+        found: list[str] = []
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.is_file() else []
+        for line in reversed(lines):
+            if _EXCEPTION.match(line) and line[:300] not in found:
+                found.insert(0, line[:300])
+                if len(found) == n:
+                    break
+        return found
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
