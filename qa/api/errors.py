@@ -123,6 +123,23 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
+    async def _backend(request: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable(exc)
+        if reason is None:
+            return await _unexpected(request, exc)
+        log.warning("backend unavailable: %s", reason)
+        headers = {"Retry-After": str(NotReady.retry_after)}
+        return error_response(503, "backend_unavailable", reason, headers=headers)
+
+    # Their own handlers, not the catch-all below: an exception that reaches Starlette's last handler is raised
+    # again after the response, and uvicorn then drops the connection, which a client reusing it sees as a reset.
+    import sqlalchemy as sa
+
+    from qa.milvus import MilvusError
+
+    for kind in (sa.exc.DBAPIError, sa.exc.DisconnectionError, MilvusError):
+        app.add_exception_handler(kind, _backend)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         reason = unavailable(exc)
