@@ -303,6 +303,11 @@ def _give_up(call: _Call[Any], exc: httpx.TransportError, attempts: int) -> QACo
 # --- clients ---------------------------------------------------------------------------------------
 
 
+# An idle connection is dropped here before the server drops it (uvicorn: after 5 s, httpx's own default too): a
+# request sent on a connection the server is closing would be reset, and is not sent again (see the module doc).
+_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
 class _ClientBase(Generic[Http, Transport]):
     """What both clients share: where the server is, how long to wait, the API key and the retry budget."""
 
@@ -318,7 +323,9 @@ class _ClientBase(Generic[Http, Transport]):
         transport: Transport | None = None,
     ) -> None:
         self.retries = retries
-        self._http = self._open(base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport)
+        self._http = self._open(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key), transport=transport, limits=_LIMITS
+        )
 
     def _open(self, **settings: Any) -> Http:
         raise NotImplementedError
