@@ -142,6 +142,46 @@ def reason(exc: BaseException) -> str:
     return " ".join(str(message).split())[:300]
 
 
+class Collection:
+    """What both Milvus-backed indexes share: their collection and its client, and the derived-index lifecycle of an
+    index kept in step by the writes (never stamped; `save` seals what a fill wrote into segments)."""
+
+    shared = True
+
+    def __init__(self, uri: str, collection: str, *, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.uri = uri
+        self.collection = collection
+        self.created = False  # whether `open` had to create the collection
+        self._client, self._lock = acquire(uri)
+
+    def open(self, fresh: bool, define: Callable[[MilvusClient], tuple[Any, Any]]) -> None:
+        """Load the collection, created first from `define(client)` (schema, index params) if missing; `fresh`:
+        dropped first if present (the caller fills it)."""
+        client = self._client
+        with calling(self._lock, self.uri, f"open collection {self.collection}"):
+            if fresh and client.has_collection(self.collection):
+                client.drop_collection(self.collection)
+            self.created = not client.has_collection(self.collection)
+            if self.created:
+                schema, index_params = define(client)
+                client.create_collection(
+                    self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
+                )
+                log.info("Milvus collection %s created at %s", self.collection, self.uri)
+            client.load_collection(self.collection)
+
+    def saved_generation(self) -> int | None:
+        return None
+
+    def save(self, generation: int) -> None:
+        with calling(self._lock, self.uri, "flush"):
+            self._client.flush(self.collection)
+
+    def close(self) -> None:
+        release(self.uri)
+
+
 def collection_name(prefix: str, index_id: str, suffix: str = "") -> str:
     return f"{prefix}_{index_id[:16]}{suffix}"
 

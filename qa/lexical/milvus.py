@@ -68,74 +68,59 @@ def _text(terms: Sequence[str]) -> str:
     return text
 
 
-class MilvusLexicalIndex:
+class MilvusLexicalIndex(milvus.Collection):
     """A Milvus collection of passages' terms, scored by BM25; thread-safe."""
 
     backend = "milvus"
-    shared = True
 
     def __init__(self, uri: str, collection: str, stats: TermStats, *, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.uri = uri
-        self.collection = collection
+        super().__init__(uri, collection, directory=directory)
         self.stats = stats
-        self.created = False
-        self._client, self._lock = milvus.acquire(uri)
 
     @classmethod
     def attach(
         cls, uri: str | None, prefix: str, index_id: str, stats: TermStats, *, directory: Path, fresh: bool
     ) -> MilvusLexicalIndex:
-        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it). `created`
-        tells whether it had to be created."""
+        """The index's collection (`milvus.Collection.open`)."""
         from pymilvus import DataType, Function, FunctionType
 
         uri = milvus.resolve_uri(uri, directory)
         self = cls(uri, milvus.collection_name(prefix, index_id, milvus.BM25_SUFFIX), stats, directory=directory)
-        client = self._client
-        with milvus.calling(self._lock, uri, f"open collection {self.collection}"):
-            if fresh and client.has_collection(self.collection):
-                client.drop_collection(self.collection)
-            self.created = not client.has_collection(self.collection)
-            if self.created:
-                schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("key", DataType.INT64, is_primary=True)
-                milvus.add_article_fields(schema)
-                index_params = client.prepare_index_params()
-                for field in FIELDS:
-                    schema.add_field(
-                        field,
-                        DataType.VARCHAR,
-                        max_length=MAX_TEXT,
-                        enable_analyzer=True,
-                        analyzer_params={"type": "standard"},
-                    )
-                    schema.add_field(f"{field}_bm25", DataType.SPARSE_FLOAT_VECTOR)
-                    schema.add_function(
-                        Function(
-                            name=f"{field}_bm25",
-                            function_type=FunctionType.BM25,
-                            input_field_names=[field],
-                            output_field_names=[f"{field}_bm25"],
-                        )
-                    )
-                    index_params.add_index(
-                        field_name=f"{field}_bm25",
-                        index_type="SPARSE_INVERTED_INDEX",
-                        metric_type="BM25",
-                        params={"bm25_k1": K1, "bm25_b": B},
-                    )
-                client.create_collection(
-                    self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
+
+        def define(client: Any) -> tuple[Any, Any]:
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.INT64, is_primary=True)
+            milvus.add_article_fields(schema)
+            index_params = client.prepare_index_params()
+            for field in FIELDS:
+                schema.add_field(
+                    field,
+                    DataType.VARCHAR,
+                    max_length=MAX_TEXT,
+                    enable_analyzer=True,
+                    analyzer_params={"type": "standard"},
                 )
-                log.info("Milvus collection %s created at %s (BM25)", self.collection, uri)
-            client.load_collection(self.collection)
+                schema.add_field(f"{field}_bm25", DataType.SPARSE_FLOAT_VECTOR)
+                schema.add_function(
+                    Function(
+                        name=f"{field}_bm25",
+                        function_type=FunctionType.BM25,
+                        input_field_names=[field],
+                        output_field_names=[f"{field}_bm25"],
+                    )
+                )
+                index_params.add_index(
+                    field_name=f"{field}_bm25",
+                    index_type="SPARSE_INVERTED_INDEX",
+                    metric_type="BM25",
+                    params={"bm25_k1": K1, "bm25_b": B},
+                )
+            return schema, index_params
+
+        self.open(fresh, define)
         return self
 
     # --- the derived-index lifecycle ----------------------------------------------------------------------------
-    def saved_generation(self) -> int | None:
-        return None  # shared: kept in step by the writes, not stamped
-
     def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
         keys = [int(k) for k in removed]
         for start in range(0, len(keys), _INSERT_BATCH):
@@ -154,14 +139,6 @@ class MilvusLexicalIndex:
                     }
                 )
             milvus.call(self, "store passages", partial(self._client.upsert, self.collection, rows))
-
-    def save(self, generation: int) -> None:
-        """Seal what was written into Milvus's segments (after a fill; each write persists by itself)."""
-        with milvus.calling(self._lock, self.uri, "flush"):
-            self._client.flush(self.collection)
-
-    def close(self) -> None:
-        milvus.release(self.uri)
 
     # --- reads --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -30,48 +30,36 @@ _INSERT_BATCH = 2_000  # rows per upsert: keeps gRPC messages well under their 6
 _SEARCH_LIMIT = 16_384  # Milvus's largest topk
 
 
-class MilvusIndex:
+class MilvusIndex(milvus.Collection):
     """A Milvus collection of passage vectors; thread-safe."""
 
     backend = "milvus"
     kind = "milvus"
-    shared = True
 
     def __init__(self, uri: str, collection: str, dim: int, *, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.uri = uri
-        self.collection = collection
+        super().__init__(uri, collection, directory=directory)
         self.dim = dim
-        self.created = False
-        self._client, self._lock = milvus.acquire(uri)
 
     @classmethod
     def attach(cls, config: VectorConfig, dim: int, index_id: str, *, directory: Path, fresh: bool) -> MilvusIndex:
-        """The index's collection; `fresh`: dropped if present and created empty (the caller fills it). `created`
-        tells whether it had to be created."""
+        """The index's collection (`milvus.Collection.open`)."""
         from pymilvus import DataType
 
         uri = milvus.resolve_uri(config.milvus_uri, directory)
         self = cls(uri, milvus.collection_name(config.milvus_collection, index_id), dim, directory=directory)
-        client = self._client
-        with milvus.calling(self._lock, uri, f"open collection {self.collection}"):
-            if fresh and client.has_collection(self.collection):
-                client.drop_collection(self.collection)
-            self.created = not client.has_collection(self.collection)
-            if self.created:
-                schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("key", DataType.INT64, is_primary=True)
-                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-                milvus.add_article_fields(schema)
-                index_params = client.prepare_index_params()
-                # FLAT is exact, as FAISS's flat index (what the parity tests compare with); a cluster past a few
-                # million vectors would use HNSW here.
-                index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-                client.create_collection(
-                    self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
-                )
-                log.info("Milvus collection %s created at %s (%d dims)", self.collection, uri, dim)
-            client.load_collection(self.collection)
+
+        def define(client: Any) -> tuple[Any, Any]:
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.INT64, is_primary=True)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+            milvus.add_article_fields(schema)
+            index_params = client.prepare_index_params()
+            # FLAT is exact, as FAISS's flat index (what the parity tests compare with); a cluster past a few
+            # million vectors would use HNSW here.
+            index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+            return schema, index_params
+
+        self.open(fresh, define)
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -131,14 +119,3 @@ class MilvusIndex:
                 out.keys[row, col] = int(hit["key"])  # the primary key field, by name
                 out.scores[row, col] = float(hit["distance"])
         return out
-
-    def saved_generation(self) -> int | None:
-        return None  # shared: kept in step by the writes, not stamped
-
-    def save(self, generation: int) -> None:
-        """Seal what was written into Milvus's segments (after a fill; each write persists by itself)."""
-        with milvus.calling(self._lock, self.uri, "flush"):
-            self._client.flush(self.collection)
-
-    def close(self) -> None:
-        milvus.release(self.uri)
