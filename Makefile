@@ -79,13 +79,16 @@ lint: install
 clean-index:
 	rm -rf embeddings/default embeddings/.default.*
 
-# Benchmarks (< 15 min on 2 cores): results in benchmarks/results/*.json, tables in benchmarks/README.md.
-bench: install model
+# Benchmarks: results in benchmarks/results/*.json, tables in benchmarks/README.md. ~15 min on 2 cores, plus
+# bench_distributed's (PostgreSQL + milvus-lite at 100k passages: most of an hour, see benchmarks/README.md; a quick
+# check: `.venv/bin/python -m benchmarks.bench_distributed --passages 5000`). `postgres`: its PostgreSQL binaries.
+bench: install model postgres
 	$(BIN)/python -m benchmarks.bench_encode
 	$(BIN)/python -m benchmarks.bench_query
 	$(BIN)/python -m benchmarks.bench_answer
 	$(BIN)/python -m benchmarks.bench_lexical
 	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.bench_distributed
 	$(BIN)/python -m benchmarks.report
 
 # The whole service at 1M passages (not in `make bench`: the first build takes most of an hour and ~12 GB under

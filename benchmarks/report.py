@@ -261,10 +261,97 @@ def service_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def distributed_section(data: dict[str, Any]) -> list[str]:
+    lat, fill, ready, mem = data["latency"], data["fill"], data["ready_s"], data["memory_mb"]
+    n, targets = data["passages"], data["targets"]
+    one, two = data["throughput"]["1 replica × 16 clients"], data["throughput"]["2 replicas × 8 clients"]
+    low, high = targets["replicas_ratio_range"]
+    fills = {f["collection"].endswith("_bm25"): f["seconds"] for f in fill["collections"]}
+    lines = [
+        "### 6. Distributed deployment (PostgreSQL + Milvus)",
+        "",
+        f"`{data['command']}` — section 1's corpus at {n:,} passages, built once as an embedded index, copied into a "
+        f"throwaway PostgreSQL by `qa migrate`'s `copy_database` ({data['migrate']['seconds']:.0f} s), served by "
+        "`qa serve` replicas with `QA_VECTOR_BACKEND=milvus` and `QA_LEXICAL_BACKEND=milvus` against one "
+        "`milvus-lite server` (the only Milvus here: a pure-Python engine in one process). Hybrid + highlighting, "
+        f"question cache off everywhere. {machine(data)} Load average at the end "
+        + ", ".join(f"{x:.1f}" for x in data["load_average_at_end"])
+        + ".",
+        "",
+        "| one client, the same 200 questions, interleaved | embedded | distributed (1 replica) | ratio |",
+        "|---|---:|---:|---:|",
+        f"| POST /v1/ask p50 ms | {lat['embedded']['p50_ms']:.0f} | {lat['distributed']['p50_ms']:.0f} "
+        f"| **{lat['p50_ratio']:.2f}×** |",
+        f"| POST /v1/ask p95 ms | {lat['embedded']['p95_ms']:.0f} | {lat['distributed']['p95_ms']:.0f} "
+        f"| {lat['p95_ratio']:.2f}× |",
+        f"| the same top hit | | {lat['same_top_hit']} of {lat['distributed']['n']} | |",
+        "",
+        f"Target p50 ≤ {targets['latency_p50_ratio_max']}× the embedded mode's: "
+        f"{_ok(targets['latency_met'])} ({lat['p50_ratio']:.2f}×).",
+        "",
+        "| throughput | round | questions | questions/s | p50 ms | p95 ms | CPU ms a question: replicas "
+        "| Milvus | PostgreSQL | embedded server | clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, config in data["throughput"].items():
+        for run in config["runs"]:
+            cpu = run["cpu_ms_per_question"]
+            replicas = sum(v for k, v in cpu.items() if k.startswith("replica"))
+            lines.append(
+                f"| {name} | {run['round'] + 1} | {run['requests']} | {run['per_s']:.2f} | {run['p50_ms']:.0f} "
+                f"| {run['p95_ms']:.0f} | {replicas:.0f} | {cpu.get('milvus-lite server', 0):.0f} "
+                f"| {cpu.get('postgresql', 0):.0f} | {cpu.get('embedded qa serve', 0):.0f} "
+                f"| {cpu.get('client (this process)', 0):.0f} |"
+            )
+        lines.append(
+            f"| {name}, all rounds | | {config['requests']} | **{config['per_s']:.2f}** "
+            f"| {config.get('p50_ms', math.nan):.0f} | {config.get('p95_ms', math.nan):.0f} | | | | | |"
+        )
+    lines += [
+        "",
+        f"Target 2 replicas × 8 clients within {low}–{high}× of 1 replica × 16 clients (questions/s): "
+        f"{_ok(targets['replicas_met'])} ({two['per_s']:.2f} against {one['per_s']:.2f}: "
+        f"{data['replicas_ratio']:.2f}×).",
+        "",
+        "| start-up, memory | s / MB |",
+        "|---|---:|",
+        f"| embedded `qa serve` ready | {ready['embedded']:.1f} s |",
+        f"| replica a ready, its first start filling Milvus from PostgreSQL | {ready['a']:.1f} s |",
+        f"| … of which the fill: vectors / BM25 (the store's log) | {fills.get(False, math.nan):.1f} s / "
+        f"{fills.get(True, math.nan):.1f} s |",
+        f"| replica b ready (Milvus already filled) | {ready['b']:.1f} s |",
+        *(
+            f"| RSS after the load (peak): {name} | {m['rss_mb']:,.0f} MB ({m['peak_rss_mb']:,.0f}) |"
+            for name, m in mem.items()
+        ),
+        "",
+        "| on disk | bytes / passage |",
+        "|---|---:|",
+    ]
+    pg = data["postgresql"]
+    for table, row in pg["tables"].items():
+        lines.append(f"| PostgreSQL `{table}` (with its indexes and TOAST) | {row['bytes_per_passage']:,.0f} |")
+    lines += [
+        f"| PostgreSQL, all tables | **{pg['bytes_per_passage']:,.0f}** |",
+        f"| milvus-lite data folder after the fill (milvus-lite's own format) | "
+        f"**{data['milvus']['bytes_per_passage']:,.0f}** |",
+    ]
+    names = {"sqlite": "store.sqlite", "vectors": "FAISS files", "lexical": "lexical/"}
+    parts = data["embedded_disk"]["components"]
+    lines += [
+        f"| embedded, for comparison: {name} | {parts[key]['bytes_per_passage']:,.0f} |"
+        for key, name in names.items()
+        if key in parts
+    ]
+    lines.append("")
+    return lines
+
+
 def main() -> None:
     lines: list[str] = [BEGIN, ""]
     sections = (("query", query_section), ("answer", answer_section), ("encode", encode_section),
-                ("scale", scale_section), ("scale_extended", scale_section), ("bench_1m", service_section))  # fmt: skip
+                ("scale", scale_section), ("scale_extended", scale_section), ("bench_1m", service_section),
+                ("distributed", distributed_section))  # fmt: skip
     for name, section in sections:
         data = _load(name)
         lines += section(data) if data else [f"_{name}: not run yet_", ""]
