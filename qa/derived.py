@@ -1,9 +1,11 @@
 """The lifecycle every derived index shares (the vector index, the lexical index): built from the database's
-passages, changed by every write, saved beside the database stamped with the generation it reflects.
+passages and changed by every write.
 
-The database is the commit point. A write commits there first, then is applied to each derived index, then each is
-saved with the new generation. At open, a derived index whose stamp is not the database's generation (a crash came
-between the two, or it is missing or damaged) is rebuilt from the database.
+The database is the commit point. A *local* index (FAISS, tantivy: files in the index folder) is applied after the
+commit and saved stamped with the generation it reflects; at open, one whose stamp is not the database's generation
+(a crash came between the two, or it is missing or damaged) is rebuilt from the database. A *shared* index (Milvus:
+one collection every replica reads) gets a write's passages before its commit and loses the old ones after it
+(`qa.database.pending_deletes`, replayed after a crash); it is filled from the database when missing (`Store`).
 """
 
 from __future__ import annotations
