@@ -405,7 +405,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request
     command = f"python -m benchmarks.bench_distributed --passages {args.passages}"
-    start = machine()  # its load average is the one at the start (`save` would take the one at the end)
+    start = machine()
     log.info("%s on %s", command, start)
     config = settings(args.passages)
     build = ensure_built(config, args.passages)

@@ -127,6 +127,11 @@ def process_memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
+# The load when this benchmark's process started (each benchmark is a process of its own: `make bench`), not when
+# its results are saved.
+_LOAD_AT_START = os.getloadavg()
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError, StopIteration):
@@ -141,7 +146,8 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(mem, 1),
         "python": platform.python_version(),
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": _LOAD_AT_START,
+        "load_average_at_save": os.getloadavg(),
     }
 
 
