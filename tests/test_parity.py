@@ -101,6 +101,8 @@ def test_eval_sets_score_the_same_in_both_deployments(
         ours, theirs = Retriever(embedded, encoder), Retriever(store, encoder)
         a = evaluate(ours, questions, progress=False)
         b = evaluate(theirs, questions, progress=False)
+        print(f"\n{name}: R@1 {a.recall[1]:.4f} embedded, {b.recall[1]:.4f} distributed; R@10 {a.recall[10]:.4f}, "
+              f"{b.recall[10]:.4f}; answer@1 {a.extra['answer@1']:.4f}, {b.extra['answer@1']:.4f}")  # fmt: skip
         assert abs(a.recall[1] - b.recall[1]) <= 0.005, (a.recall, b.recall)
         assert abs(a.recall[10] - b.recall[10]) <= 0.005, (a.recall, b.recall)
         sample = questions[::7]
