@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = Path(os.environ.get("QA_BENCH_EVAL", Path(__file__).resolve().parents[2] / "shared" / "eval"))
+# The evaluation sets the project carries (evalsets/README.md: origin and licences); QA_BENCH_EVAL names another folder
+# of the same layout.
+EVAL = Path(os.environ.get("QA_BENCH_EVAL", ROOT / "evalsets"))
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "embeddings" / "bench"  # generated, gitignored
 
 
 def questions(n: int | None = None, seed: int = 0) -> list[str]:
-    """Distinct Vietnamese questions from the shared eval sets (retrieval.jsonl), shuffled reproducibly."""
+    """Distinct Vietnamese questions from the eval sets (retrieval.jsonl), shuffled reproducibly."""
     seen: dict[str, None] = {}
     for path in sorted(EVAL.glob("*/retrieval.jsonl")):
         for line in path.open(encoding="utf-8"):

@@ -1,4 +1,4 @@
-"""Fit the answer-sentence selector (`qa/answer_model.json`) on the shared dev sets, and report how it carries over.
+"""Fit the answer-sentence selector (`qa/answer_model.json`) on the dev sets in evalsets/, and report how it carries over.
 
 For every question of XQuAD-vi and MLQA-vi dev (with tone marks, without them, and XQuAD's English questions) the
 retriever's top 5 hits are taken as the service takes them, and every candidate (each hit's sentences and title)
@@ -19,7 +19,7 @@ exist for XQuAD only, so their weights are fitted on half its contexts and measu
 `--ablation` adds each feature left out; then the shipped model, fitted on everything. `--write` writes it,
 `--check` fails unless the shipped file is what the fit gives (`compare`).
 
-Run: `.venv/bin/python -m benchmarks.fit_answer [--write | --check] [--ablation]` (needs ../shared/eval; the eval
+Run: `.venv/bin/python -m benchmarks.fit_answer [--write | --check] [--ablation]` (reads evalsets/; the eval
 indexes are cached under the data dir's eval-cache/, as `qa eval` caches them, and so are the retrieved hits,
 `answer-evidence-*.pkl`: delete those after a change to retrieval; a few minutes on 2 cores).
 """
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from benchmarks.common import EVAL
 from qa.answer import (
     CALIBRATION_INPUTS,
     CLASSES,
@@ -55,7 +56,6 @@ from qa.query import Query
 from qa.retriever import ANSWER_HITS, Retriever
 from qa.text import strip_accents
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 MODEL_FILE = Path(__file__).resolve().parents[1] / "qa" / "answer_model.json"
 L2 = 0.001  # per question, on every weight (chosen over 0.01 and 0.0001 on the cross-set figures)
 # What declining a question the corpus does not cover is worth, against a right answer given (1.0): a quarter. A

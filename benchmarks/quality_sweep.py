@@ -6,7 +6,7 @@ that pool in numpy exactly as `Fusion.combine` does (z-scores over the pool) and
 R@1 / R@5 (one hit per context, as `qa eval`). The default row reproduces `qa eval` up to the query engine's
 batch rounding.
 
-Run: `.venv/bin/python -m benchmarks.quality_sweep` (needs ../shared/eval; ~3 min on 2 cores once the eval
+Run: `.venv/bin/python -m benchmarks.quality_sweep` (reads evalsets/; ~3 min on 2 cores once the eval
 indexes are cached under embeddings/eval-cache/, which `qa eval` or this script builds).
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import EVAL
 from qa.chunking import CHUNKING
 from qa.config import Settings
 from qa.encoders import load_encoder
@@ -28,7 +29,6 @@ from qa.query import Query
 from qa.retriever import Retriever
 from qa.text import strip_accents, tokenize
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 SETS = {  # name: (contexts, questions, accents stripped)
     "MLQA-vi": ("mlqa_vi_dev/contexts.jsonl", "mlqa_vi_dev/retrieval.jsonl", False),
     "XQuAD-vi": ("xquad_vi/contexts.jsonl", "xquad_vi/retrieval.jsonl", False),

@@ -8,7 +8,7 @@ of its word pairs, its passage's fused score, and whether it holds the kind of t
 name) that the question does not already hold. A linear utility per kind of question (`question_class`) ranks the
 candidates; a logistic calibration of the best one's utility, lead, cosine and coverage gives the chance that it
 holds the answer (`Answer.score`), and below a threshold no answer is offered. Weights, calibrations and threshold
-are fitted on the shared dev sets by `benchmarks/fit_answer.py` and shipped in `answer_model.json` beside this
+are fitted on the dev sets in evalsets/ by `benchmarks/fit_answer.py` and shipped in `answer_model.json` beside this
 module (benchmarks/quality.md, "Answer sentences"). The same utility picks each hit's highlight, so a highlight
 and the answer never disagree, and says how strongly each hit answers (`Selection.strength`), which
 `qa.retriever` uses to reorder the top hits.

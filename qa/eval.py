@@ -29,7 +29,7 @@ from qa.text import normalize, strip_accents
 log = logging.getLogger(__name__)
 
 EVAL_ORIGIN = "eval"
-# `qa eval --whole-contexts`: every context one passage (no context in the shared sets comes near the bound).
+# `qa eval --whole-contexts`: every context one passage (no context in the eval sets comes near the bound).
 WHOLE_CONTEXTS = {"target_words": 100_000, "max_words": 100_000, "min_words": 1, "overlap_sentences": 0}
 _COMPLETE_MARK = "eval-complete"
 

