@@ -40,6 +40,9 @@ from qa.lexical.analysis import passage_terms
 from qa.milvus import BM25_SUFFIX, MilvusError, collection_name, resolve_uri
 from qa.milvus import is_local as milvus_is_local
 from qa.query import Query
+from qa.reading import Reading, passage_readings
+from qa.reading import dumps as dumps_readings
+from qa.reading import loads as loads_readings
 from qa.schemas import Filters
 from qa.vectors import VectorConfig, VectorIndex, VectorIndexError, load_vector_index, make_vector_index
 from qa.vectors.faiss import INDEX_FILE, choose_kind
@@ -92,6 +95,11 @@ class StoredPassage:
     key: int
     passage: Passage
     article: Article
+    readings: str | None = None  # what answer selection reads of it (`qa.reading.dumps`); None: stored before them
+    title_vector: np.ndarray | None = None  # its article's title vector (float32), when the index stores them
+
+    def decoded_readings(self) -> list[Reading] | None:
+        return None if self.readings is None else loads_readings(self.readings)
 
 
 def _article_row(article: Article, origin: str) -> dict[str, Any]:
@@ -560,6 +568,8 @@ class Store:
                     raise ValueError(f"article {article.id!r}: sentence vectors of shapes {shapes} do not match")
         if title_vectors is not None and [np.shape(v) for v in title_vectors] != [(dim,)] * len(items):
             raise ValueError(f"one title vector of {dim} dimensions per article expected")
+        # Read before the transaction: it is pure CPU, and questions need not wait for it.
+        readings = [[dumps_readings(passage_readings(a.title, p)) for p in passages] for a, passages, _ in items]
         with self._lock:
             self._replay_pending_deletes()
             ids = [a.id for a, _, _ in items]
@@ -596,6 +606,10 @@ class Store:
                     inserted = sa.insert(db.passages).returning(_PASSAGE.key, sort_by_parameter_order=True)
                     keys = [int(key) for key in conn.scalars(inserted, passage_rows)]
                     new_keys.extend(keys)
+                    conn.execute(
+                        sa.insert(db.passage_readings),
+                        [{"key": key, "readings": r} for key, r in zip(keys, readings[n], strict=True)],
+                    )
                     if sentence_vectors is not None:
                         conn.execute(
                             sa.insert(db.sentence_vectors),
@@ -888,15 +902,36 @@ class Store:
         return [_passage_from_row(r) for r in rows]
 
     def passages_by_key(self, keys: Sequence[int]) -> dict[int, StoredPassage]:
+        """The passages of `keys` with their articles, readings and title vectors, in one query (a key no longer
+        stored is absent)."""
         if not len(keys):
             return {}
-        query = sa.select(_PASSAGE.key, *_PASSAGE_COLUMNS, *db.articles.c).join_from(db.passages, db.articles)
+        readings, titles = db.passage_readings.c, db.title_vectors.c
+        query = (
+            sa.select(
+                _PASSAGE.key,
+                *_PASSAGE_COLUMNS,
+                *db.articles.c,
+                readings.readings,
+                titles.vector.label("title_vector"),
+            )
+            .join_from(db.passages, db.articles)
+            .outerjoin(db.passage_readings, readings.key == _PASSAGE.key)
+            .outerjoin(db.title_vectors, titles.article_id == _ARTICLE.id)
+        )
         with self._lock:
             rows = self._rows_in(query, _PASSAGE.key, [int(k) for k in keys])
         out: dict[int, StoredPassage] = {}
         for row in rows:
             r = row._mapping
-            out[r["key"]] = StoredPassage(r["key"], _passage_from_row(r), _article_from_row(r))
+            title = r["title_vector"]
+            out[r["key"]] = StoredPassage(
+                r["key"],
+                _passage_from_row(r),
+                _article_from_row(r),
+                r["readings"],
+                None if title is None else np.frombuffer(title, dtype=np.float16).astype(np.float32),
+            )
         return out
 
     def article(self, article_id: str) -> Article | None:
