@@ -115,6 +115,42 @@ pending_deletes = sa.Table(
 )
 
 
+# Long writes (`qa.jobs`): one row per job, and one per article it was sent with, in the posted order. A job and its
+# articles are created in one transaction; the runner holding the job's lease (`owner`, `lease_until`) marks articles
+# done after the store committed them, so after a crash at most the last batch is written again (a write replaces
+# whole articles).
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),  # queued, running, done, failed, cancelled
+    sa.Column("created_at", sa.Float, nullable=False),  # Unix time
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("articles_total", sa.Integer, nullable=False),
+    sa.Column("passages_total", sa.Integer, nullable=False),
+    sa.Column("owner", sa.Text),  # the replica running it
+    sa.Column("lease_until", sa.Float),  # past this, another replica may take the job over
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # claims so far: a job that keeps crashing fails
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("error", sa.Text),
+)
+sa.Index("jobs_state", jobs.c.state, jobs.c.created_at)
+
+job_articles = sa.Table(
+    "job_articles",
+    metadata,
+    sa.Column("job_id", sa.Text, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("article_id", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),  # the article as posted, JSON
+    sa.Column("status", sa.Text, nullable=False),  # pending, done, failed
+    sa.Column("passages", sa.Integer, nullable=False),  # as chunked when the job was made
+    sa.Column("error", sa.Text),
+)
+
+
 def lock_articles(conn: Connection, article_ids: Iterable[str]) -> None:
     """On PostgreSQL, hold a lock per article id until the transaction ends (in id order, so two writers never wait
     on each other in a cycle): writers of the same article take turns, and each reads its old passages after the
