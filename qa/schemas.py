@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +22,9 @@ from qa.dates import PATTERN as DATE_PATTERN
 from qa.dates import VIETNAM_TZ, period_end, period_start
 
 MAX_BATCH_QUESTIONS = 32
-MAX_ARTICLES_PER_REQUEST = 256
+MAX_ARTICLES_PER_REQUEST = 5000  # and the body size limit (QA_MAX_BODY_BYTES)
+# A write of more articles than this (or any sent with `wait=false`) is a job: 202 Accepted, then `GET /v1/jobs/{id}`.
+SYNC_ARTICLES = 20
 EXAMPLE_QUESTION = "Quận Nam Từ Liêm có bao nhiêu đảng viên?"
 
 
@@ -298,6 +300,36 @@ class ArticleList(BaseModel):
 class DeletedArticle(BaseModel):
     id: str
     passages: int = Field(description="Passages removed with it.")
+
+
+class JobArticleError(BaseModel):
+    position: int = Field(description="The article's index in the request's `articles`.")
+    id: str
+    message: str = Field(description="Why it was not indexed.")
+
+
+class JobStatus(BaseModel):
+    """A write running as a job (`POST /v1/articles` answered 202): where it stands."""
+
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"] = Field(
+        description="queued → running → done (every article indexed or failed on its own), failed (the job "
+        "stopped on an error that is not one article's: see `error`) or cancelled (`DELETE /v1/jobs/{id}`)."
+    )
+    articles_total: int
+    articles_done: int = Field(description="Articles committed to the index (they stay, even if cancelled).")
+    articles_failed: int = Field(description="Articles not indexed; each one's reason is in `errors`.")
+    passages_total: int = Field(description="Passages the articles make (as chunked when the job was made).")
+    passages_done: int
+    rate: float | None = Field(description="Passages indexed a second so far (null before the first batch).")
+    eta_seconds: float | None = Field(description="Estimated seconds left at that rate (0 once the job ended).")
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    cancel_requested: bool
+    error: str | None = Field(description="Why the job failed, when it did.")
+    errors: list[JobArticleError] = Field(description="The articles that failed, in request order.")
+    message: str = Field(description="The state in one sentence, e.g. what a cancel kept.")
 
 
 # --- service ---------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from qa.config import Settings
 from qa.encoders import Encoder, load_encoder
 from qa.indexing import Indexer, open_index
+from qa.jobs import JobQueue
 from qa.retriever import Hit, HitAnswer, Retriever
 from qa.schemas import Answer, ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
 from qa.store import Store
@@ -25,6 +28,8 @@ class Service:
     indexer: Indexer
     retriever: Retriever
     load_seconds: float
+    _asking: int = field(default=0, init=False, repr=False)
+    _asking_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def load(
@@ -53,6 +58,24 @@ class Service:
 
     def ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
         """The answers to `questions` as the API gives them (one response each, in order)."""
+        with self._asking_lock:
+            self._asking += 1
+        try:
+            return self._ask(questions, options)
+        finally:
+            with self._asking_lock:
+                self._asking -= 1
+
+    def questions_waiting(self) -> bool:
+        """Whether questions are being answered right now: a job gives way to them between its batches."""
+        return self._asking > 0
+
+    @cached_property
+    def jobs(self) -> JobQueue:
+        """The index's jobs (long writes), in its database."""
+        return JobQueue(self.store.engine)
+
+    def _ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
         started = time.perf_counter()
         results = self.retriever.search_many(
             questions,

@@ -228,7 +228,7 @@ class FailingEncoder(HashingEncoder):
 
 
 def test_a_failure_half_way_through_a_request_writes_nothing(tmp_path):
-    """A big request (more passages than one commit batch) failing late: none of its articles is kept."""
+    """A big synchronous request (more passages than one commit batch) failing late: none of its articles is kept."""
     encoder = FailingEncoder(fail_on=12)
     settings = Settings(data_dir=tmp_path, seeds=tmp_path / "none")
     store = Store.create(tmp_path / "default", model=encoder.name, dim=encoder.dim, chunking=CHUNKING)
@@ -238,7 +238,7 @@ def test_a_failure_half_way_through_a_request_writes_nothing(tmp_path):
         client = TestClient(create_app(service=service), raise_server_exceptions=False)
         body = " ".join(f"Câu thứ {i} nói về cầu đi bộ qua sông Tô Lịch ở quận Cầu Giấy." for i in range(40))
         articles = [_article(f"big-{n}", body=body) for n in range(120)]  # ~3 passages each, ~12 batches
-        r = client.post("/v1/articles", json={"articles": articles})
+        r = client.post("/v1/articles", params={"wait": "true"}, json={"articles": articles})
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
         assert encoder.batches == encoder.fail_on, "the failure did not come late in the request"
         assert store.manifest().articles == 0 and store.manifest().passages == 0

@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa import __version__
 from qa.api.errors import ERROR_RESPONSES, BodySizeLimit, install_error_handlers
-from qa.api.routes import articles, ask, health, stats, web
+from qa.api.routes import articles, ask, health, jobs, stats, web
 from qa.config import Settings
+from qa.jobs import JobRunner
 from qa.service import Service
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ Ask questions in Vietnamese (or English) over a collection of news articles and 
 answer them, ranked, with the answering sentences marked.
 
 * **Reads** (`/v1/ask`, `/v1/articles` GET, `/v1/stats`) are always open.
-* **Writes** (`POST /v1/articles`, `DELETE /v1/articles/{id}`) need the API key when the server sets `QA_API_KEY`.
+* **Writes** (`POST /v1/articles`, `DELETE /v1/articles/{id}`, `DELETE /v1/jobs/{id}`) need the API key when the
+  server sets `QA_API_KEY`.
+* **Long writes** (more than 20 articles, or `?wait=false`) run as jobs: `202 Accepted`, `Location: /v1/jobs/{id}`.
 * Every error has one shape: `{"error": {"code", "message", "detail"}}`.
 """
 
@@ -66,6 +69,23 @@ async def _load(app: FastAPI, settings: Settings) -> None:
     except Exception as exc:
         log.exception("loading the model and index failed")
         app.state.not_ready_reason = f"loading the model and index failed: {exc}"
+    else:
+        _start_jobs(app)
+
+
+def _start_jobs(app: FastAPI) -> None:
+    """This replica's job runner (it resumes what a stopped or dead replica left), giving way to questions."""
+    service: Service = app.state.service
+    runner = JobRunner(service.jobs, service.indexer, questions_waiting=service.questions_waiting)
+    runner.start()
+    app.state.job_runner = runner
+
+
+async def _stop_jobs(app: FastAPI) -> None:
+    runner = app.state.job_runner
+    if runner is not None:
+        app.state.job_runner = None
+        await run_in_threadpool(runner.stop)
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> FastAPI:
@@ -81,6 +101,8 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = None if service is not None else asyncio.create_task(_load(app, settings))
+        if service is not None:
+            _start_jobs(app)
         try:
             yield
         finally:
@@ -88,8 +110,9 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
                 # The load runs in a worker thread and cannot be interrupted: wait for it, then close what it opened.
                 with contextlib.suppress(Exception):
                     await loading
-                if app.state.service is not None:
-                    app.state.service.close()
+            await _stop_jobs(app)
+            if loading is not None and app.state.service is not None:
+                app.state.service.close()
             app.state.service = None
 
     app = FastAPI(
@@ -105,6 +128,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     app.state.service = service
     app.state.not_ready_reason = "the model and index are still loading; retry in a few seconds"
     app.state.write_lock = asyncio.Lock()
+    app.state.job_runner = None
     install_error_handlers(app)
     # The last added runs first: security headers wrap everything, including 413s and CORS preflights.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -119,6 +143,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     app.include_router(health.router)
     app.include_router(ask.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
     app.include_router(articles.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
+    app.include_router(jobs.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
     app.include_router(stats.router, responses={503: ERROR_RESPONSES[503]})
     app.include_router(web.router)
     return app

@@ -9,14 +9,18 @@ from collections import Counter
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from qa.api.deps import ServiceDep, WriteAccess
 from qa.api.errors import ERROR_RESPONSES, InvalidRequest, NotFound
+from qa.api.routes.jobs import job_path, job_status, wake_job_runner
 from qa.corpus import ArticleError, article_from_record
 from qa.domain import Article
 from qa.indexing import API
+from qa.jobs import NewArticle
 from qa.schemas import (
+    SYNC_ARTICLES,
     ArticleDetail,
     ArticleIn,
     ArticleList,
@@ -26,6 +30,7 @@ from qa.schemas import (
     DeletedArticle,
     IndexedArticle,
     IndexedArticles,
+    JobStatus,
 )
 from qa.service import Service
 
@@ -42,33 +47,60 @@ def _summary(article: Article, passages: int) -> dict[str, object]:
 MAX_BODY_CHARS = 200_000
 
 
-def _check_fields(n: int, item: ArticleIn) -> None:
+def _field_error(n: int, item: ArticleIn) -> str | None:
+    """What is wrong with the fields of the request's article `n` that the schema cannot say, or None."""
     where = f"articles[{n}]"
     # Ids are keys, never paths; dot segments could not even be addressed in a URL.
     if item.id == "." or ".." in item.id:
-        raise InvalidRequest(f"{where}.id: {item.id!r} must not be '.' or contain '..'")
+        return f"{where}.id: {item.id!r} must not be '.' or contain '..'"
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in item.id):
-        raise InvalidRequest(f"{where}.id: {item.id!r} must not contain control or invisible characters")
+        return f"{where}.id: {item.id!r} must not contain control or invisible characters"
     if len(item.body) > MAX_BODY_CHARS:
-        raise InvalidRequest(
+        return (
             f"{where}.body (id {item.id!r}): {len(item.body):,} characters, at most {MAX_BODY_CHARS:,}; "
             "split the text into several articles"
         )
+    return None
+
+
+def _check_distinct(body: ArticlesIn) -> None:
+    dupes = sorted(i for i, n in Counter(a.id for a in body.articles).items() if n > 1)
+    if dupes:
+        raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
+
+
+def _article(n: int, item: ArticleIn) -> Article:
+    """The request's article `n`; raises InvalidRequest saying what is wrong with it."""
+    error = _field_error(n, item)
+    if error is not None:
+        raise InvalidRequest(error)
+    try:
+        return article_from_record(item.model_dump(exclude_none=True))
+    except ArticleError as exc:
+        raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
 
 
 def _to_articles(body: ArticlesIn) -> list[Article]:
     for n, item in enumerate(body.articles):
-        _check_fields(n, item)
-    dupes = sorted(i for i, n in Counter(a.id for a in body.articles).items() if n > 1)
-    if dupes:
-        raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
-    articles = []
+        error = _field_error(n, item)
+        if error is not None:
+            raise InvalidRequest(error)
+    _check_distinct(body)
+    return [_article(n, item) for n, item in enumerate(body.articles)]
+
+
+def _submit(service: Service, body: ArticlesIn) -> str:
+    """A job of the request's articles: one bad article is recorded failed, the others are indexed."""
+    new = []
     for n, item in enumerate(body.articles):
+        record = item.model_dump(mode="json", exclude_none=True)
         try:
-            articles.append(article_from_record(item.model_dump(exclude_none=True)))
-        except ArticleError as exc:
-            raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
-    return articles
+            passages = len(service.indexer.chunk(_article(n, item)))
+        except InvalidRequest as exc:
+            new.append(NewArticle(item.id, record, error=exc.message))
+        else:
+            new.append(NewArticle(item.id, record, passages=passages))
+    return service.jobs.submit(new)
 
 
 def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
@@ -118,13 +150,40 @@ def get_article(article_id: ArticleId, service: ServiceDep) -> ArticleDetail:
     "",
     response_model=IndexedArticles,
     summary="Add or replace articles",
-    description="Chunk, embed and store one or more articles (an existing id is replaced). The index is "
-    "updated in place and saved before the response returns. Needs the API key when `QA_API_KEY` is set.",
+    description=f"Chunk, embed and store one or more articles (an existing id is replaced). Up to {SYNC_ARTICLES} "
+    "articles are written before the response returns, in one transaction (200). More, or any number with "
+    "`wait=false`, become a job (202 Accepted, `Location: /v1/jobs/{id}`, the job's status as the body): poll "
+    "`GET /v1/jobs/{id}`; one bad article is reported there and does not stop the others. `wait=true` writes "
+    "any number at once (within the body limit). Needs the API key when `QA_API_KEY` is set.",
     dependencies=[WriteAccess],
-    responses={401: ERROR_RESPONSES[401]},
+    responses={
+        202: {
+            "model": JobStatus,
+            "description": "Accepted as a job; `Location` is where its status is.",
+            "headers": {"Location": {"description": "`/v1/jobs/{id}`", "schema": {"type": "string"}}},
+        },
+        401: ERROR_RESPONSES[401],
+    },
 )
-async def add_articles(body: ArticlesIn, request: Request, service: ServiceDep) -> IndexedArticles:
+async def add_articles(
+    body: ArticlesIn,
+    request: Request,
+    service: ServiceDep,
+    wait: Annotated[
+        bool | None,
+        Query(
+            description=f"true: write before answering, however many articles; false: always a job; unset: a job "
+            f"above {SYNC_ARTICLES} articles."
+        ),
+    ] = None,
+) -> IndexedArticles | JSONResponse:
     started = time.perf_counter()
+    if wait is False or (wait is None and len(body.articles) > SYNC_ARTICLES):
+        _check_distinct(body)
+        job_id = await run_in_threadpool(_submit, service, body)
+        wake_job_runner(request)
+        status = await run_in_threadpool(job_status, service, job_id)
+        return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": job_path(job_id)})
     articles = _to_articles(body)
     # Encoding is CPU heavy: off the event loop, and one write at a time so batches do not interleave.
     async with request.app.state.write_lock:
