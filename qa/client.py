@@ -52,6 +52,7 @@ from qa.schemas import (
     Filters,
     Health,
     IndexedArticles,
+    JobStatus,
     Stats,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "AsyncClient",
     "BadRequest",
     "Client",
+    "JobFailed",
     "NotFoundError",
     "PayloadTooLarge",
     "QAConnectionError",
@@ -70,6 +72,7 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_RETRY_AFTER = 30.0  # seconds: a server asking for a longer wait gets an error raised at once instead
+JOB_POLL_SECONDS = 0.5  # how often `add_articles` asks for a job's status while it waits for it
 M = TypeVar("M", bound=BaseModel)
 Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
 Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
@@ -124,6 +127,15 @@ class QAConnectionError(QAError):
     """The server could not be reached (after the retries) or the call failed on the way (timed out, say)."""
 
 
+class JobFailed(QAError):
+    """A write running as a job ended failed or cancelled; `job` is its last status (what was kept, the errors)."""
+
+    def __init__(self, job: JobStatus) -> None:
+        errors = "; ".join(f"{e.id}: {e.message}" for e in job.errors[:5])
+        super().__init__(job.message + (f" (errors: {errors})" if errors else ""), code=job.state, detail=job)
+        self.job = job
+
+
 _ERRORS_BY_STATUS: dict[int, type[QAError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -164,14 +176,16 @@ class _Call(Generic[M]):
     model: type[M]
     json: Any = None
     params: dict[str, Any] | None = None
+    accepted: type[BaseModel] | None = None  # the model of a 202 answer, when the call may get one
 
     def result(self, outcome: Outcome, attempts: int) -> M:
         if isinstance(outcome, httpx.TransportError):
             raise _give_up(self, outcome, attempts) from outcome
         if outcome.is_error:
             raise _error_from(outcome)
+        model = self.accepted if self.accepted is not None and outcome.status_code == 202 else self.model
         try:
-            return self.model.model_validate_json(outcome.content)
+            return model.model_validate_json(outcome.content)  # type: ignore[return-value]  # M, or `accepted`
         except ValidationError as exc:  # a server of another version, or not viqa at all
             raise QAError(
                 f"unexpected response to {self.method} {self.path}: {exc}", status=outcome.status_code
@@ -214,9 +228,28 @@ def _ask_batch(questions: Iterable[str], top_k: int, options: AskOptions) -> _Ca
     return _Call("POST", "/v1/ask/batch", AskBatchResponse, json=payload)
 
 
-def _add_articles(articles: Iterable[ArticleIn | Mapping[str, Any]]) -> _Call[IndexedArticles]:
+def _add_articles(articles: Iterable[ArticleIn | Mapping[str, Any]], wait: bool) -> _Call[Any]:
+    """The write: IndexedArticles when the server writes at once, JobStatus when it makes a job (202)."""
     records = [a.model_dump(mode="json", exclude_none=True) if isinstance(a, BaseModel) else dict(a) for a in articles]
-    return _Call("POST", "/v1/articles", IndexedArticles, json={"articles": records})
+    params = None if wait else {"wait": "false"}
+    return _Call("POST", "/v1/articles", IndexedArticles, json={"articles": records}, params=params, accepted=JobStatus)
+
+
+def _job(job_id: str) -> _Call[JobStatus]:
+    return _Call("GET", f"/v1/jobs/{quote(job_id, safe='')}", JobStatus)
+
+
+def _cancel_job(job_id: str) -> _Call[JobStatus]:
+    return _Call("DELETE", f"/v1/jobs/{quote(job_id, safe='')}", JobStatus)
+
+
+def _finished(job: JobStatus) -> JobStatus | None:
+    """`job` once it ended done; None while it runs; raises `JobFailed` if it ended failed or cancelled."""
+    if job.state == "done":
+        return job
+    if job.state in ("failed", "cancelled"):
+        raise JobFailed(job)
+    return None
 
 
 def _article_path(article_id: str) -> str:
@@ -368,9 +401,38 @@ class Client(_ClientBase[httpx.Client, httpx.BaseTransport]):
         """Up to 32 questions in one call (encoded together); `results` follow the order of `questions`."""
         return self._send(_ask_batch(questions, top_k, options))
 
-    def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
-        """Add or replace (by id) articles; returns each one's passage count."""
-        return self._send(_add_articles(articles))
+    def add_articles(
+        self,
+        articles: Iterable[ArticleIn | Mapping[str, Any]],
+        *,
+        wait: bool = True,
+        progress: Callable[[JobStatus], object] | None = None,
+    ) -> IndexedArticles | JobStatus:
+        """Add or replace (by id) articles.
+
+        A small write (up to `qa.schemas.SYNC_ARTICLES` articles) returns each one's passage count. A larger one
+        runs as a job on the server: with `wait` this polls it, calling `progress` with each status, and returns
+        its final status once done (articles that failed on their own are in its `errors`), or raises `JobFailed`
+        if it failed or was cancelled. `wait=False` makes any write a job and returns its first status at once.
+        """
+        result = self._send(_add_articles(articles, wait))
+        if isinstance(result, IndexedArticles) or not wait:
+            return result
+        while True:
+            if progress is not None:
+                progress(result)
+            if (finished := _finished(result)) is not None:
+                return finished
+            self._sleep(JOB_POLL_SECONDS)
+            result = self.job(result.id)
+
+    def job(self, job_id: str) -> JobStatus:
+        """A job's status; raises `NotFoundError` for an unknown id."""
+        return self._send(_job(job_id))
+
+    def cancel_job(self, job_id: str) -> JobStatus:
+        """Cancel a job (what it committed stays; its status says how many); a job already ended is unchanged."""
+        return self._send(_cancel_job(job_id))
 
     def delete_article(self, article_id: str) -> DeletedArticle:
         """Delete an article; raises `NotFoundError` for an unknown id."""
@@ -458,9 +520,32 @@ class AsyncClient(_ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         """See `Client.ask_batch`."""
         return await self._send(_ask_batch(questions, top_k, options))
 
-    async def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
+    async def add_articles(
+        self,
+        articles: Iterable[ArticleIn | Mapping[str, Any]],
+        *,
+        wait: bool = True,
+        progress: Callable[[JobStatus], object] | None = None,
+    ) -> IndexedArticles | JobStatus:
         """See `Client.add_articles`."""
-        return await self._send(_add_articles(articles))
+        result = await self._send(_add_articles(articles, wait))
+        if isinstance(result, IndexedArticles) or not wait:
+            return result
+        while True:
+            if progress is not None:
+                progress(result)
+            if (finished := _finished(result)) is not None:
+                return finished
+            await self._sleep(JOB_POLL_SECONDS)
+            result = await self.job(result.id)
+
+    async def job(self, job_id: str) -> JobStatus:
+        """See `Client.job`."""
+        return await self._send(_job(job_id))
+
+    async def cancel_job(self, job_id: str) -> JobStatus:
+        """See `Client.cancel_job`."""
+        return await self._send(_cancel_job(job_id))
 
     async def delete_article(self, article_id: str) -> DeletedArticle:
         """See `Client.delete_article`."""

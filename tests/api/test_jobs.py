@@ -14,8 +14,9 @@ import pytest
 
 from qa import jobs as jq
 from qa.api import create_app
+from qa.client import AsyncClient, Client, JobFailed, NotFoundError
 from qa.config import Settings
-from qa.schemas import SYNC_ARTICLES
+from qa.schemas import SYNC_ARTICLES, IndexedArticles, JobStatus
 from qa.service import Service
 from tests.fakes import HashingEncoder
 from tests.servers import live_server, wait_for
@@ -169,3 +170,71 @@ def test_cancel_keeps_exactly_the_committed_articles_and_says_how_many(tmp_path)
     finally:
         encoder.release.set()
         service.close()
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+def test_the_client_waits_for_a_job_with_progress(served):
+    url, _ = served
+    seen: list[JobStatus] = []
+    with Client(url) as qa:
+        final = qa.add_articles([article(n, "client") for n in range(40)], progress=seen.append)
+        assert isinstance(final, JobStatus) and final.state == "done" and final.articles_done == 40
+        assert seen[-1] == final and [s.articles_done for s in seen] == sorted(s.articles_done for s in seen)
+
+        small = qa.add_articles([article(0, "later")], wait=False)
+        assert isinstance(small, JobStatus) and small.articles_total == 1
+        wait_for(lambda: qa.job(small.id).state == "done", what="the small job", guard=GUARD)
+        assert qa.cancel_job(small.id).state == "done"  # ended already: unchanged
+        with pytest.raises(NotFoundError):
+            qa.job("nope")
+        assert isinstance(qa.add_articles([article(1, "sync")]), IndexedArticles)
+
+
+def _job_answers(states: list[str]) -> httpx.MockTransport:
+    """A server whose write is a job that goes through `states` (one per GET), the last with one failed article."""
+    answers = iter(states)
+
+    def status(state: str) -> dict[str, Any]:
+        failed = state in ("cancelled", "failed")
+        return {
+            "id": "j1", "state": state, "articles_total": 30, "articles_done": 8 if failed else 0,
+            "articles_failed": int(failed), "passages_total": 30, "passages_done": 8 if failed else 0, "rate": None,
+            "eta_seconds": None, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "finished_at": None, "cancel_requested": state == "cancelled", "error": None,
+            "errors": [{"position": 3, "id": "a-3", "message": "bad date"}] if failed else [],
+            "message": f"{state}: 8 of 30 articles indexed",
+        }  # fmt: skip
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json=status("queued"), headers={"Location": "/v1/jobs/j1"})
+        assert request.url.path == "/v1/jobs/j1"
+        return httpx.Response(200, json=status(next(answers)))
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("end", ["cancelled", "failed"])
+def test_the_client_raises_when_a_job_ends_without_being_done(monkeypatch, end):
+    monkeypatch.setattr(Client, "_sleep", staticmethod(lambda seconds: None))
+    seen: list[str] = []
+    with Client(transport=_job_answers(["running", end])) as qa, pytest.raises(JobFailed) as caught:
+        qa.add_articles([article(n) for n in range(30)], progress=lambda s: seen.append(s.state))
+    assert seen == ["queued", "running", end]
+    assert caught.value.job.articles_done == 8 and "a-3: bad date" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_the_async_client_waits_for_a_job(monkeypatch):
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    monkeypatch.setattr(AsyncClient, "_sleep", staticmethod(no_wait))
+    seen: list[str] = []
+    async with AsyncClient(transport=_job_answers(["running", "cancelled"])) as qa:
+        with pytest.raises(JobFailed):
+            await qa.add_articles([article(0)], progress=lambda s: seen.append(s.state))
+        assert seen == ["queued", "running", "cancelled"]
+        assert (await qa.add_articles([article(0)], wait=False)).state == "queued"  # type: ignore[union-attr]
