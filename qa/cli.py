@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported in main: the base install (the client) lacks pydantic-settings
     from qa.config import Settings
+    from qa.domain import Article
     from qa.schemas import Answer, AskHit
 
 log = logging.getLogger("qa")
@@ -79,6 +81,78 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     return 0
+
+
+# Articles a request of `qa add`: well under the server's body limit for news articles (QA_MAX_BODY_BYTES, 8 MB).
+ADD_REQUEST_ARTICLES = 1000
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm.auto import tqdm
+
+    from qa.client import Client, JobFailed
+    from qa.corpus import read_articles
+    from qa.schemas import JobStatus
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    # Read everything before sending anything, as `qa index` does: a bad line late in a file sends nothing.
+    records = [_record(a) for a in read_articles(args.paths)]
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    bar = tqdm(total=len(records), desc="indexing", unit="article")
+    done = failed = 0
+    errors: list[str] = []
+    current: list[JobStatus] = []
+
+    def progress(job: JobStatus) -> None:
+        current[:] = [job]
+        bar.n = done + failed + job.articles_done + job.articles_failed
+        bar.set_postfix_str(f"{job.state}, {job.passages_done}/{job.passages_total} passages", refresh=True)
+
+    with Client(args.server, api_key=api_key) as qa:
+        try:
+            for start in range(0, len(records), ADD_REQUEST_ARTICLES):
+                current.clear()
+                part = records[start : start + ADD_REQUEST_ARTICLES]
+                result = qa.add_articles(part, progress=progress)
+                if isinstance(result, JobStatus):
+                    done, failed = done + result.articles_done, failed + result.articles_failed
+                    errors += [f"{e.id}: {e.message}" for e in result.errors]
+                else:
+                    done += result.count
+                bar.n = done + failed
+                bar.refresh()
+        except JobFailed as exc:
+            bar.close()
+            print(f"qa: job {exc.job.id} {exc.message}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            bar.close()
+            if current and current[0].state not in ("done", "failed", "cancelled"):
+                job = qa.cancel_job(current[0].id)
+                print(f"qa: interrupted; job {job.id} {job.message}", file=sys.stderr)
+                return 130
+            raise
+    bar.close()
+    for error in errors:
+        print(f"failed: {error}", file=sys.stderr)
+    print(f"added {done} articles to {args.server}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _record(article: Article) -> dict[str, str]:
+    """An article read from a file, as `POST /v1/articles` takes it."""
+    fields = {
+        "id": article.id,
+        "title": article.title,
+        "body": article.body,
+        "published_at": article.published_at.isoformat() if article.published_at else None,
+        "source": article.source,
+        "author": article.author,
+        "url": article.url,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -242,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help=".txt articles, .jsonl files of articles, or folders of them")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything into a fresh index")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("add", help="send articles to a running server (a job for more than 20), with a progress bar")
+    p.add_argument("paths", nargs="+", help=".txt articles, .jsonl files of articles, or folders of them")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("QA_SERVER", "http://127.0.0.1:8000"),
+        help="the server's base URL (default QA_SERVER or http://127.0.0.1:8000); QA_API_KEY is sent if set",
+    )
+    p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("serve", help="serve the HTTP API and the web page")
     p.add_argument("--host", help="bind address (default QA_HOST or 127.0.0.1)")

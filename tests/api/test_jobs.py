@@ -4,6 +4,7 @@ committed batches."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from qa import jobs as jq
 from qa.api import create_app
+from qa.cli import main
 from qa.client import AsyncClient, Client, JobFailed, NotFoundError
 from qa.config import Settings
 from qa.schemas import SYNC_ARTICLES, IndexedArticles, JobStatus
@@ -238,3 +240,26 @@ async def test_the_async_client_waits_for_a_job(monkeypatch):
             await qa.add_articles([article(0)], progress=lambda s: seen.append(s.state))
         assert seen == ["queued", "running", "cancelled"]
         assert (await qa.add_articles([article(0)], wait=False)).state == "queued"  # type: ignore[union-attr]
+
+
+# --- the qa command ------------------------------------------------------------------------------
+
+
+def test_qa_add_sends_files_as_a_job_with_a_progress_bar(served, tmp_path, capsys):
+    url, _ = served
+    corpus = tmp_path / "articles.jsonl"
+    records = [article(n, "cli", published_at="09/07/2020 14:02", source="VnExpress") for n in range(35)]
+    records[2]["id"] = "cli..2"  # read fine from the file, refused by the server: reported, the others added
+    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8")
+
+    assert main(["add", str(corpus), "--server", url]) == 1
+    out, err = capsys.readouterr()
+    assert "added 34 articles" in out and "1 failed" in out
+    assert "failed: cli..2:" in err and "indexing" in err  # the bar is drawn on stderr
+    got = httpx.get(f"{url}/v1/articles/cli-7").json()
+    assert got["source"] == "VnExpress" and got["published_at"].startswith("2020-07-09T14:02")
+
+    small = tmp_path / "one.jsonl"
+    small.write_text(json.dumps(article(0, "one")), encoding="utf-8")
+    assert main(["add", str(small), "--server", url]) == 0
+    assert "added 1 articles" in capsys.readouterr().out
