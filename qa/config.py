@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Memory-map the FAISS file at open where the index kind allows: instant start and pages "
         "shared between processes, but the first questions pay page faults (off: the file is read into memory).",
     )
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a job stays with a replica that stopped renewing its lease (renewed every third of "
+        "it): after a crash, the job resumes at the next start or on another replica once this has passed.",
+    )
     milvus_collection: str = Field(
         "viqa_passages",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",

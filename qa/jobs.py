@@ -284,7 +284,15 @@ class JobQueue:
             ).all()
         return [(position, json.loads(record)) for position, record in rows]
 
-    def mark(self, job_id: str, owner: str, *, done: Mapping[int, int], failed: Mapping[int, str]) -> bool:
+    def mark(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        done: Mapping[int, int],
+        failed: Mapping[int, str],
+        lease: float = LEASE_SECONDS,
+    ) -> bool:
         """Record articles done (position → passages) and failed (position → why), and renew the lease, in one
         transaction; False (nothing recorded) when the job is no longer `owner`'s."""
         now = self.clock()
@@ -292,7 +300,7 @@ class JobQueue:
             owned = conn.execute(
                 sa.update(db.jobs)
                 .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
-                .values(lease_until=now + LEASE_SECONDS, updated_at=now)
+                .values(lease_until=now + lease, updated_at=now)
             ).rowcount
             if not owned:
                 return False
@@ -447,7 +455,7 @@ class JobRunner:
                 log.info("job %s: done", job_id)
                 return
             done, failed = self._index(batch)
-            if not self.queue.mark(job_id, self.owner, done=done, failed=failed):
+            if not self.queue.mark(job_id, self.owner, done=done, failed=failed, lease=self.lease):
                 log.warning("job %s: no longer this replica's (its lease ran out); leaving it", job_id)
                 return
             self._give_way()

@@ -76,7 +76,12 @@ async def _load(app: FastAPI, settings: Settings) -> None:
 def _start_jobs(app: FastAPI) -> None:
     """This replica's job runner (it resumes what a stopped or dead replica left), giving way to questions."""
     service: Service = app.state.service
-    runner = JobRunner(service.jobs, service.indexer, questions_waiting=service.questions_waiting)
+    runner = JobRunner(
+        service.jobs,
+        service.indexer,
+        lease=service.settings.job_lease_seconds,
+        questions_waiting=service.questions_waiting,
+    )
     runner.start()
     app.state.job_runner = runner
 
