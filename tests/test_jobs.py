@@ -3,6 +3,8 @@ taken over, articles fail one by one, a cancel keeps exactly the committed batch
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from qa import jobs as jq
@@ -160,3 +162,25 @@ def test_the_runner_thread_stops_cleanly(store):
         r._stop.wait(0.05)
     r.stop()
     assert queue.get(job_id).state == jq.DONE and r._thread is not None and not r._thread.is_alive()
+
+
+@pytest.mark.every_database
+def test_replicas_claiming_at_once_never_share_a_job(store, database_url):
+    queue = JobQueue(store.engine)
+    job_ids = {submit(queue, [record(n)]) for n in range(12)}
+    claims: dict[str, list[str]] = {f"replica-{r}": [] for r in range(4)}
+    start = threading.Barrier(len(claims))
+
+    def claim_all(owner: str) -> None:
+        start.wait()
+        while (job := queue.claim(owner, lease=60)) is not None:
+            claims[owner].append(job.id)
+
+    threads = [threading.Thread(target=claim_all, args=(owner,)) for owner in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    claimed = [job_id for ids in claims.values() for job_id in ids]
+    assert sorted(claimed) == sorted(job_ids), "a job was claimed twice, or not at all"
+    assert all(queue.get(job_id).owner == owner for owner, ids in claims.items() for job_id in ids)
