@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from qa import database as db
 from qa.corpus import ArticleError, article_from_record
+from qa.encoders import Encoder
 from qa.indexing import API, Indexer
 
 log = logging.getLogger(__name__)
@@ -341,6 +343,36 @@ class JobQueue:
             )
 
 
+def wait_for_questions(
+    questions_waiting: Callable[[], bool], max_seconds: float, stop: threading.Event | None = None
+) -> None:
+    """Wait while questions are being answered, at most `max_seconds` (a steady stream of questions must not starve
+    a job), or until `stop` is set."""
+    deadline = time.monotonic() + max_seconds
+    while questions_waiting() and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        time.sleep(0.005)
+
+
+class GivingWay:
+    """An encoder for jobs: before each forward pass it lets the questions being answered finish (waiting at most
+    `max_wait` seconds, so a steady stream of questions cannot starve the job). A job's batch is many passes of
+    `Indexer.batch_size` texts, so a question waits for one pass at most, not for the whole batch."""
+
+    def __init__(self, encoder: Encoder, questions_waiting: Callable[[], bool], *, max_wait: float = 2.0) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self.dim = encoder.dim
+        self.questions_waiting = questions_waiting
+        self.max_wait = max_wait
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        wait_for_questions(self.questions_waiting, self.max_wait)
+        return self.encoder.encode_passages(texts, batch_size=batch_size, show_progress=show_progress)
+
+
 class JobRunner:
     """A background thread that runs this replica's share of the jobs, one at a time, until `stop()`.
 
@@ -489,7 +521,5 @@ class JobRunner:
     def _give_way(self) -> None:
         """Let questions waiting on the CPU go first (bounded: a steady stream of questions must not starve the
         job), then let any other thread run."""
-        deadline = time.monotonic() + self.max_yield_seconds
-        while self.questions_waiting() and time.monotonic() < deadline and not self._stop.is_set():
-            self._stop.wait(0.01)
+        wait_for_questions(self.questions_waiting, self.max_yield_seconds, self._stop)
         time.sleep(0)

@@ -184,3 +184,17 @@ def test_replicas_claiming_at_once_never_share_a_job(store, database_url):
     claimed = [job_id for ids in claims.values() for job_id in ids]
     assert sorted(claimed) == sorted(job_ids), "a job was claimed twice, or not at all"
     assert all(queue.get(job_id).owner == owner for owner, ids in claims.items() for job_id in ids)
+
+
+def test_a_jobs_encoder_lets_questions_finish_before_each_pass():
+    answering = iter([True, True, True])  # three looks at a question being answered, then none
+
+    def questions_waiting() -> bool:
+        return next(answering, False)
+
+    encoder = jq.GivingWay(HashingEncoder(), questions_waiting, max_wait=60)
+    vectors = encoder.encode_passages(["cầu Nhật Tân"])
+    assert next(answering, "spent") == "spent", "it encoded before the questions were done"
+    assert vectors.shape == (1, encoder.dim) and encoder.name == HashingEncoder().name
+    # A steady stream of questions cannot hold the job for longer than max_wait.
+    assert jq.GivingWay(HashingEncoder(), lambda: True, max_wait=0).encode_passages(["a"]).shape == (1, 64)

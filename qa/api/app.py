@@ -18,7 +18,8 @@ from qa import __version__
 from qa.api.errors import ERROR_RESPONSES, BodySizeLimit, install_error_handlers
 from qa.api.routes import articles, ask, health, jobs, stats, web
 from qa.config import Settings
-from qa.jobs import JobRunner
+from qa.indexing import Indexer
+from qa.jobs import GivingWay, JobRunner
 from qa.service import Service
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,11 @@ async def _load(app: FastAPI, settings: Settings) -> None:
 def _start_jobs(app: FastAPI) -> None:
     """This replica's job runner (it resumes what a stopped or dead replica left), giving way to questions."""
     service: Service = app.state.service
+    # Questions first: the job's encoder waits for the questions being answered before each forward pass.
+    encoder = GivingWay(service.encoder, service.questions_waiting)
     runner = JobRunner(
         service.jobs,
-        service.indexer,
+        Indexer.from_settings(service.store, encoder, service.settings),
         lease=service.settings.job_lease_seconds,
         questions_waiting=service.questions_waiting,
     )
