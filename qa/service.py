@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from qa.config import Settings
@@ -20,6 +20,25 @@ from qa.store import Store
 log = logging.getLogger(__name__)
 
 
+class InFlight:
+    """A count of calls in progress, safe across threads: `with in_flight:` around each; true while any runs."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -28,8 +47,9 @@ class Service:
     indexer: Indexer
     retriever: Retriever
     load_seconds: float
-    _asking: int = field(default=0, init=False, repr=False)
-    _asking_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.asking = InFlight()  # the questions being answered right now
 
     @classmethod
     def load(
@@ -58,17 +78,12 @@ class Service:
 
     def ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
         """The answers to `questions` as the API gives them (one response each, in order)."""
-        with self._asking_lock:
-            self._asking += 1
-        try:
+        with self.asking:
             return self._ask(questions, options)
-        finally:
-            with self._asking_lock:
-                self._asking -= 1
 
     def questions_waiting(self) -> bool:
-        """Whether questions are being answered right now: a job gives way to them between its batches."""
-        return self._asking > 0
+        """Whether questions are being answered right now: a job gives way to them (`qa.jobs.GivingWay`)."""
+        return bool(self.asking)
 
     @cached_property
     def jobs(self) -> JobQueue:

@@ -71,12 +71,11 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         log.exception("loading the model and index failed")
         app.state.not_ready_reason = f"loading the model and index failed: {exc}"
     else:
-        _start_jobs(app)
+        _start_jobs(app, app.state.service)
 
 
-def _start_jobs(app: FastAPI) -> None:
+def _start_jobs(app: FastAPI, service: Service) -> None:
     """This replica's job runner (it resumes what a stopped or dead replica left), giving way to questions."""
-    service: Service = app.state.service
     # Questions first: the job's encoder waits for the questions being answered before each forward pass.
     encoder = GivingWay(service.encoder, service.questions_waiting)
     runner = JobRunner(
@@ -110,7 +109,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = None if service is not None else asyncio.create_task(_load(app, settings))
         if service is not None:
-            _start_jobs(app)
+            _start_jobs(app, service)
         try:
             yield
         finally:
