@@ -263,3 +263,27 @@ def test_qa_add_sends_files_as_a_job_with_a_progress_bar(served, tmp_path, capsy
     small.write_text(json.dumps(article(0, "one")), encoding="utf-8")
     assert main(["add", str(small), "--server", url]) == 0
     assert "added 1 articles" in capsys.readouterr().out
+
+
+# --- replicas ------------------------------------------------------------------------------------
+
+
+def test_with_replicas_on_postgresql_any_replica_answers_for_a_job(tmp_path, postgres_url):
+    from tests.postgres import fresh_database
+
+    with fresh_database(postgres_url) as database_url:
+        replicas = []
+        try:
+            for name in ("a", "b"):
+                settings = Settings(data_dir=tmp_path / name, seeds=tmp_path / "no-seeds", database_url=database_url)
+                replicas.append(Service.load(settings, encoder=HashingEncoder()))
+            with live_server(create_app(service=replicas[0])) as a, live_server(create_app(service=replicas[1])) as b:
+                r = httpx.post(f"{a}/v1/articles", json={"articles": [article(n, "pg") for n in range(50)]}, timeout=60)
+                assert r.status_code == 202, r.text
+                last = poll(b + r.headers["Location"], ended)[-1]  # asked of the replica that did not take it
+                assert (last["state"], last["articles_done"]) == ("done", 50)
+                for url in (a, b):
+                    assert httpx.get(f"{url}/v1/articles", params={"limit": 1}).json()["count"] == 50
+        finally:
+            for service in replicas:
+                service.close()
