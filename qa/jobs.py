@@ -330,6 +330,19 @@ class JobQueue:
         with self.engine.connect() as conn:
             return bool(conn.scalar(sa.select(_JOB.cancel_requested).where(_JOB.id == job_id)))
 
+    def release(self, job_id: str, owner: str) -> bool:
+        """Give `owner`'s job back to the queue as it stands (a replica shutting down): the next runner to look
+        resumes it at once, and the attempt does not count against it."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    sa.update(db.jobs)
+                    .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
+                    .values(state=QUEUED, owner=None, lease_until=None, attempts=_JOB.attempts - 1, updated_at=now)
+                ).rowcount
+            )
+
     def finish(self, job_id: str, owner: str, state: str, error: str | None = None) -> bool:
         """End `owner`'s job in `state`; False when it is no longer its own."""
         now = self.clock()
@@ -415,8 +428,8 @@ class JobRunner:
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the batch in progress (its articles are committed and marked, or neither); the job stays
-        `running` with a lease that runs out, for this replica's next start or another replica to resume."""
+        """Stop after the batch in progress (its articles are committed and marked); the job goes back to the
+        queue, for this replica's next start or another replica to resume."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -476,7 +489,11 @@ class JobRunner:
                 log.warning("job %s: renewing the lease failed", job_id, exc_info=True)
 
     def _run(self, job_id: str) -> None:
-        while not self._stop.is_set():
+        while True:
+            if self._stop.is_set():
+                self.queue.release(job_id, self.owner)
+                log.info("job %s: released at shutdown, to be resumed", job_id)
+                return
             if self.queue.cancel_requested(job_id):
                 self.queue.finish(job_id, self.owner, CANCELLED)
                 log.info("job %s: cancelled", job_id)

@@ -198,3 +198,16 @@ def test_a_jobs_encoder_lets_questions_finish_before_each_pass():
     assert vectors.shape == (1, encoder.dim) and encoder.name == HashingEncoder().name
     # A steady stream of questions cannot hold the job for longer than max_wait.
     assert jq.GivingWay(HashingEncoder(), lambda: True, max_wait=0).encode_passages(["a"]).shape == (1, 64)
+
+
+def test_a_runner_stopping_gives_its_job_back_to_the_queue(store):
+    queue = JobQueue(store.engine)
+    job_id = submit(queue, [record(n) for n in range(12)])
+    stopping = runner(store, queue, batch_articles=4)
+    stopping.questions_waiting = lambda: stopping._stop.set() or False  # shut down after the first batch
+    assert stopping.run_once()
+    job = queue.get(job_id)
+    assert (job.state, job.owner, job.attempts, job.articles_done) == (jq.QUEUED, None, 0, 4)
+    assert runner(store, queue, batch_articles=4).run_once()  # resumed at once, no lease to wait for
+    job = queue.get(job_id)
+    assert (job.state, job.attempts, job.articles_done) == (jq.DONE, 1, 12)
