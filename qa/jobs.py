@@ -267,13 +267,7 @@ class JobQueue:
         """Extend `owner`'s lease; False when the job is no longer its own (taken over, or finished)."""
         now = self.clock()
         with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    sa.update(db.jobs)
-                    .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
-                    .values(lease_until=now + lease, updated_at=now)
-                ).rowcount
-            )
+            return _update_owned(conn, job_id, owner, {"lease_until": now + lease, "updated_at": now})
 
     def pending(self, job_id: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """The next `limit` articles not yet done or failed, in posted order: (position, record)."""
@@ -299,12 +293,7 @@ class JobQueue:
         transaction; False (nothing recorded) when the job is no longer `owner`'s."""
         now = self.clock()
         with self.engine.begin() as conn:
-            owned = conn.execute(
-                sa.update(db.jobs)
-                .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
-                .values(lease_until=now + lease, updated_at=now)
-            ).rowcount
-            if not owned:
+            if not _update_owned(conn, job_id, owner, {"lease_until": now + lease, "updated_at": now}):
                 return False
             where = (_ITEM.job_id == job_id) & (_ITEM.position == sa.bindparam("p"))
             if done:
@@ -335,25 +324,21 @@ class JobQueue:
         resumes it at once, and the attempt does not count against it."""
         now = self.clock()
         with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    sa.update(db.jobs)
-                    .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
-                    .values(state=QUEUED, owner=None, lease_until=None, attempts=_JOB.attempts - 1, updated_at=now)
-                ).rowcount
-            )
+            values = {"state": QUEUED, "owner": None, "lease_until": None, "attempts": _JOB.attempts - 1}
+            return _update_owned(conn, job_id, owner, {**values, "updated_at": now})
 
     def finish(self, job_id: str, owner: str, state: str, error: str | None = None) -> bool:
         """End `owner`'s job in `state`; False when it is no longer its own."""
         now = self.clock()
         with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    sa.update(db.jobs)
-                    .where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
-                    .values(state=state, error=error, updated_at=now, finished_at=now, lease_until=None)
-                ).rowcount
-            )
+            values = {"state": state, "error": error, "finished_at": now, "lease_until": None}
+            return _update_owned(conn, job_id, owner, {**values, "updated_at": now})
+
+
+def _update_owned(conn: sa.Connection, job_id: str, owner: str, values: Mapping[str, Any]) -> bool:
+    """Set `values` on the job if it is running and `owner`'s; whether it was."""
+    owned = sa.update(db.jobs).where(_JOB.id == job_id, _JOB.owner == owner, _JOB.state == RUNNING)
+    return bool(conn.execute(owned.values(**values)).rowcount)
 
 
 def wait_for_questions(
