@@ -39,16 +39,18 @@ class ArticleError(ValueError):
 
 _DATE = r"(?P<day>\d{1,2})[/.-](?P<month>\d{1,2})[/.-](?P<year>\d{4})"
 _TIME = r"(?P<hour>\d{1,2})(?::|h|\s*giờ\s*)(?P<minute>\d{2})(?:\s*phút)?"
-# Decorations seen around timestamps: "Thứ Năm, ", "Cập nhật: ", "(GMT+7)", brackets and bullets.
+# Decorations seen around timestamps: "Thứ Năm, ", "Cập nhật lúc ", "ngày ", "lúc ", "(GMT+7)", brackets and
+# bullets: "Thứ hai, 11/4/2019, 16:37 (GMT+7)", "Thứ Ba, ngày 12/04/2019 08:15", "08:15 ngày 12/04/2019".
 _STAMP_PREFIX = (
-    r"(?:(?:cập nhật|ngày đăng|đăng lúc|đăng ngày|xuất bản)\s*:?\s*)?"
+    r"(?:(?:cập nhật|ngày đăng|đăng lúc|đăng ngày|xuất bản)(?:\s+lúc)?\s*:?\s*)?"
     r"(?:(?:thứ\s+(?:hai|ba|tư|năm|sáu|bảy|[2-7])|chủ\s+nhật|t[2-7]|cn)\s*[,-]?\s*)?"
 )
-_STAMP_SUFFIX = r"(?:\s*\(?\s*GMT\s*\+\s*0?7(?::?00)?\s*\)?)?"
-_SEP = r"[\s,|\-–]*"
+_STAMP_SUFFIX = r"(?:\s*\(?\s*(?:GMT|UTC)\s*\+\s*0?7(?::?00)?\s*\)?)?"
+_SEP = r"[\s,|\-–]*(?:lúc\s+)?"
+_ON_DAY = r"(?:ngày\s+)?"
 _STAMP_PATTERNS = tuple(
     re.compile(rf"{_STAMP_PREFIX}{body}{_STAMP_SUFFIX}", re.IGNORECASE)
-    for body in (rf"{_DATE}(?:{_SEP}{_TIME})?", rf"{_TIME}{_SEP}{_DATE}")
+    for body in (rf"{_ON_DAY}{_DATE}(?:{_SEP}{_TIME})?", rf"{_TIME}[\s,|\-–]*{_ON_DAY}{_DATE}")
 )
 _STAMP_TRIM = "()[]|•·*-–— "
 
