@@ -19,6 +19,7 @@ from pathlib import Path
 from qa.dates import VIETNAM_TZ
 from qa.domain import Article
 from qa.files import JSONLError, read_jsonl
+from qa.schemas import BODY_OR_HTML
 from qa.text import canonical_tones, normalize
 from qa.webpage import Page, extract_page
 
@@ -469,10 +470,7 @@ def _record_text(record: Mapping[str, object]) -> tuple[str, str]:
     """Which of 'body' and 'html' the record gives, and its value: exactly one of them."""
     given = [field for field in ("body", "html") if record.get(field) is not None]
     if len(given) != 1:
-        got = "both" if given else "neither"
-        raise ArticleError(
-            f"give exactly one of 'body' (the article text) or 'html' (the article's web page); got {got}"
-        )
+        raise ArticleError(f"{BODY_OR_HTML}; got {'both' if given else 'neither'}")
     return given[0], _required_text(record, given[0])
 
 

@@ -288,7 +288,7 @@ class TestReadArticles:
         [
             ("{not json", r"a\.jsonl:2: invalid JSON"),
             ('["a list"]', r"a\.jsonl:2: expected an object"),
-            ('{"id": "r2", "title": "T"}', r"a\.jsonl:2: field 'body'"),
+            ('{"id": "r2", "title": "T"}', r"a\.jsonl:2: give exactly one of 'body'"),
         ],
     )
     def test_bad_jsonl_line_named(self, tmp_path: Path, line: str, message: str) -> None:
