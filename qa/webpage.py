@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 _DATE_PARAMS = {"original_date": True, "extensive_search": False, "outputformat": "%Y-%m-%dT%H:%M:%S%z"}
 # A date line is a short block of its own ("Thứ Ba, ngày 12/04/2019 08:15"); longer blocks are prose.
 _LINE_MAX_CHARS = 80
+# Elements either side of the headline looked at: a date line sits within a few dozen of it, and a long page's
+# thousands of blocks further away need not be read.
+_WINDOW = 200
 _NOT_TEXT = frozenset({"head", "title", "script", "style", "noscript", "template"})
 
 
@@ -45,8 +48,19 @@ def _trafilatura() -> ModuleType:
     return trafilatura
 
 
-def _squeezed(text: str) -> str:
-    return " ".join(text.split())
+def _text(element: Any) -> str:
+    return " ".join(" ".join(element.itertext()).split())
+
+
+def _short_text(element: Any) -> str | None:
+    """The element's text if it is a short block; stops reading as soon as it cannot be (a page's <body>)."""
+    pieces, size = [], 0
+    for piece in element.itertext():
+        size += len(piece.strip())
+        if size > _LINE_MAX_CHARS:
+            return None
+        pieces.append(piece)
+    return " ".join(" ".join(pieces).split()) or None
 
 
 def _headline_lines(tree: Any, title: str | None) -> tuple[str, ...]:
@@ -54,20 +68,19 @@ def _headline_lines(tree: Any, title: str | None) -> tuple[str, ...]:
     its date line beside the headline, while dates elsewhere (today's date in the header, comment times,
     related links) are further away. Empty when the page has no <h1> or heading holding the title."""
     elements = [e for e in tree.iter() if isinstance(e.tag, str)]  # comments and processing instructions: no tag
-    texts = [_squeezed(" ".join(e.itertext())) for e in elements]
     headings = [i for i, e in enumerate(elements) if e.tag in ("h1", "h2", "h3")]
-    wanted = _squeezed(title).casefold() if title else None
-    anchor = next((i for i in headings if texts[i].casefold() == wanted), None)
+    wanted = " ".join(title.split()).casefold() if title else None
+    anchor = next((i for i in headings if _text(elements[i]).casefold() == wanted), None)
     if anchor is None:
         anchor = next((i for i in headings if elements[i].tag == "h1"), None)
     if anchor is None:
         return ()
     hidden = {id(d) for e in elements if e.tag in _NOT_TEXT for d in e.iter()}
-    near = sorted(
-        (i for i, text in enumerate(texts) if i != anchor and text and len(text) <= _LINE_MAX_CHARS),
-        key=lambda i: (abs(i - anchor), i < anchor),  # at equal distance, the block below the headline
-    )
-    return tuple(dict.fromkeys(texts[i] for i in near if id(elements[i]) not in hidden))
+    window = range(max(0, anchor - _WINDOW), min(len(elements), anchor + _WINDOW + 1))
+    # At equal distance, the block below the headline first.
+    near = sorted((i for i in window if i != anchor), key=lambda i: (abs(i - anchor), i < anchor))
+    texts = (_short_text(elements[i]) for i in near if id(elements[i]) not in hidden)
+    return tuple(dict.fromkeys(text for text in texts if text))
 
 
 def extract_page(html: str | bytes, url: str | None = None) -> Page | None:
