@@ -108,6 +108,6 @@ def extract_page(html: str | bytes, url: str | None = None) -> Page | None:
         date=document.date or None,
         author=document.author or None,
         site_name=document.sitename or None,
-        url=document.url or url,
+        url=url or document.url,  # the address the page was fetched from, else its canonical one
         headline_lines=_headline_lines(tree, document.title),
     )

@@ -117,15 +117,15 @@ class TestFilesAndRecords:
             list(read_articles([path]))
 
     def test_record_with_html_takes_the_page_and_its_own_fields_win(self) -> None:
-        html = (PAGES / "date_line_only.html").read_text(encoding="utf-8")
-        record = {"id": "r", "html": html, "url": "https://longbien.example.vn/trong-cay", "source": "Long Biên"}
-        article = article_from_record(record)
-        page = _page("date_line_only")
-        assert (article.title, article.body, article.published_at) == (page.title, page.body, page.published_at)
-        assert (article.source, article.author, article.url) == ("Long Biên", "Minh Khang", record["url"])
-        titled = article_from_record({**record, "title": "Tiêu đề riêng", "published_at": "2019-04-13T07:00+07:00"})
-        assert (titled.title, titled.published_at) == ("Tiêu đề riêng", datetime(2019, 4, 13, 7, 0))
-        assert titled.fingerprint != article.fingerprint
+        html = (PAGES / "jsonld_opengraph.html").read_text(encoding="utf-8")
+        page = _page("jsonld_opengraph")
+        article = article_from_record({"id": "r", "html": html})
+        assert article == replace(page, id="r", fingerprint=article.fingerprint)
+        own = {"url": "https://mirror.example.vn/buyt-dien", "source": "TTĐ", "author": "Nhóm PV", "title": "Buýt điện"}
+        mine = article_from_record({"id": "r", "html": html, **own, "published_at": "2019-04-13T07:00+07:00"})
+        assert (mine.url, mine.source, mine.author, mine.title) == tuple(own.values())
+        assert (mine.published_at, mine.body) == (datetime(2019, 4, 13, 7, 0), page.body)
+        assert mine.fingerprint != article.fingerprint
 
     @pytest.mark.parametrize(
         ("record", "got"),
