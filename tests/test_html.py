@@ -37,7 +37,8 @@ class Expected(NamedTuple):
 # One page per shape of Vietnamese news page; the body it must give, exactly, is in <name>.body.txt beside it.
 SHAPES = {
     # JSON-LD and OpenGraph metadata (JSON-LD's time in UTC); a menu with today's date, breadcrumb, share bars,
-    # a figure caption, related links, comments with their form, and a footer with the outlet's address.
+    # a lead without a final period under the headline (trafilatura keeps the <h1> in the text), a figure
+    # caption, related links, comments with their form, and a footer with the outlet's address.
     "jsonld_opengraph": Expected(
         "Hà Nội mở thêm ba tuyến buýt điện nối các huyện ngoại thành",
         datetime(2019, 4, 11, 16, 37),
