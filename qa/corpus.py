@@ -400,10 +400,10 @@ def parse_html(html: str | bytes, article_id: str, url: str | None = None) -> Ar
     page = extract_page(html, url)
     if page is None:
         raise ArticleError(f"article {article_id!r}: no article text found in the HTML")
-    first_line = page.text.lstrip().split("\n", 1)[0]
+    first_line = normalize(page.text).lstrip().split("\n", 1)[0]
     # A page whose text keeps its <h1> already starts with the title; heading it again would make the title a
     # "repeated title" in the body, and the line under it (an unpunctuated lead) its caption.
-    starts_with_title = page.title is None or _casefold_key(normalize(first_line)) == _casefold_key(normalize(page.title))
+    starts_with_title = page.title is None or _casefold_key(first_line) == _casefold_key(normalize(page.title))
     article = parse_article(page.text if starts_with_title else f"{page.title}\n\n{page.text}", article_id)
     markup_date = parse_published_at(page.date) if page.date else None
     return replace(
