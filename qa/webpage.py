@@ -15,9 +15,10 @@ __all__ = ["Page", "extract_page"]
 
 logger = logging.getLogger(__name__)
 
-# htmldate reads the publication time from the page's markup (meta tags, JSON-LD, <time>, the URL), with its
-# offset; its free-text guessing is off because it may take a day/month date for month/day (qa.corpus reads
-# the Vietnamese date lines itself).
+# htmldate reads the publication time from the page's markup (meta tags, JSON-LD, <time>, the URL) with its
+# offset. Its free-text search is off: it takes dates printed anywhere on the page and keeps no time of day from
+# them. Even so, on a page without metadata it may take the header's "today" for the publication date, so
+# qa.corpus prefers the Vietnamese date line beside the headline (`Page.headline_lines`).
 _DATE_PARAMS = {"original_date": True, "extensive_search": False, "outputformat": "%Y-%m-%dT%H:%M:%S%z"}
 # A date line is a short block of its own ("Thứ Ba, ngày 12/04/2019 08:15"); longer blocks are prose.
 _LINE_MAX_CHARS = 80
@@ -43,8 +44,9 @@ class Page:
 def _trafilatura() -> ModuleType:
     try:
         import trafilatura
-    except ImportError as exc:
-        raise ImportError("reading HTML pages needs trafilatura: pip install 'viqa[server]'") from exc
+    except ModuleNotFoundError as exc:
+        message = "reading HTML pages needs trafilatura: pip install 'viqa[server]'"
+        raise ModuleNotFoundError(message, name="trafilatura") from exc
     return trafilatura
 
 

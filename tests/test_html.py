@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -138,3 +139,10 @@ class TestFilesAndRecords:
     def test_record_needs_exactly_one_of_body_and_html(self, record: dict[str, str], got: str) -> None:
         with pytest.raises(ArticleError, match=rf"exactly one of 'body' .* or 'html' .*; got {got}"):
             article_from_record(record)
+
+
+def test_without_trafilatura_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "trafilatura", None)  # what `import trafilatura` finds when it is not installed
+    with pytest.raises(ModuleNotFoundError, match=r"needs trafilatura: pip install 'viqa\[server\]'") as caught:
+        parse_html("<html><body><p>Nội dung.</p></body></html>", "x")
+    assert caught.value.name == "trafilatura"  # `qa` prints its one line for a missing server package
