@@ -59,13 +59,19 @@ def read(text: str) -> Reading:
     placed = any(a.lower() in _PLACE_WORDS and b[0].isupper() for a, b in zip(words, words[1:], strict=False))
     return Reading(
         tokens=tokens,
-        folded=tuple(strip_accents(t) for t in tokens),
+        folded=_folded(tokens),
         numbers=frozenset(t for t in tokens if t[0].isdigit() or t in _NUMBER_WORDS),
         times=frozenset(m.group(0).lower() for m in _TIME.finditer(text)),
         names=names,
         people=people,
         placed=placed,
     )
+
+
+def _folded(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """Each token without diacritics: folded in one pass (a token holds no space, and folding never joins two)."""
+    folded = tuple(strip_accents(" ".join(tokens)).split(" ")) if tokens else ()
+    return folded if len(folded) == len(tokens) else tuple(strip_accents(t) for t in tokens)
 
 
 def _names(text: str) -> tuple[frozenset[str], frozenset[str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -312,12 +312,17 @@ class ArticlesIn(BaseModel):
 class IndexedArticle(BaseModel):
     id: str
     passages: int = Field(description="Passages the article was split into.")
-    created: bool = Field(description="False when an article with this id was replaced.")
+    created: bool = Field(description="False when an article with this id was already stored.")
+    status: Literal["created", "updated", "unchanged"] | None = Field(
+        None,
+        description="`created`: new; `updated`: replaced an article of this id; `unchanged`: the stored article of "
+        "this id has the same content, so nothing was encoded or written. Absent from servers older than the field.",
+    )
 
 
 class IndexedArticles(BaseModel):
     data: list[IndexedArticle]
-    count: int = Field(description="Articles written.")
+    count: int = Field(description="Articles in the request (unchanged ones included).")
     took_ms: float
 
 

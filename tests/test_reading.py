@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 import qa.answer
 from qa.answer import Evidence, features
 from qa.query import Query
-from qa.reading import Reading, dumps, loads, passage_readings, read
+from qa.reading import Reading, _folded, dumps, loads, passage_readings, read
 from qa.retriever import Retriever
+from qa.text import strip_accents, tokenize
 from tests.fakes import HashingEncoder
 from tests.test_answer import TEXT, flat_idf, passage
 from tests.test_store import BODY_A, BODY_B, item, make_article
@@ -28,6 +29,13 @@ news_text = st.text(
 def test_readings_survive_their_storage(texts):
     readings = [read(t) for t in texts]
     assert loads(dumps(readings)) == readings
+
+
+@given(news_text)
+@example("Đường Ngọc Khánh, quận Ba Đình: 1.500 xe/ngày (20%)")
+def test_tokens_folded_at_once_fold_as_each_alone(text):
+    tokens = tuple(tokenize(text))
+    assert _folded(tokens) == tuple(strip_accents(t) for t in tokens)
 
 
 def test_a_passage_reads_as_its_sentences_then_its_title():

@@ -80,10 +80,20 @@ def _to_articles(body: ArticlesIn) -> list[Article]:
 
 
 def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
-    existing = {a.id for a in articles if service.store.article(a.id) is not None}
+    statuses = service.indexer.statuses(articles)  # an unchanged article is not encoded again
+    kept = service.store.passage_counts([i for i, status in statuses.items() if status == "unchanged"])
     # One request is one transaction: a failure or a crash leaves none of its articles, never some.
-    counts = service.indexer.add(articles, origin=API, commit_every=sys.maxsize)
-    return [IndexedArticle(id=a.id, passages=counts.get(a.id, 0), created=a.id not in existing) for a in articles]
+    written = [a for a in articles if statuses[a.id] != "unchanged"]
+    counts = service.indexer.add(written, origin=API, commit_every=sys.maxsize)
+    return [
+        IndexedArticle(
+            id=a.id,
+            passages=kept[a.id] if a.id in kept else counts.get(a.id, 0),
+            created=statuses[a.id] == "created",
+            status=statuses[a.id],
+        )
+        for a in articles
+    ]
 
 
 def _delete(service: Service, article_id: str) -> DeletedArticle:
