@@ -35,7 +35,8 @@ class Expected(NamedTuple):
     debris: str  # "|"-separated page text that must survive in neither title nor body
 
 
-# One page per shape of Vietnamese news page; the body it must give, exactly, is in <name>.body.txt beside it.
+# One page per shape of Vietnamese news page; the body it must give, exactly, is in bodies/<name>.txt (a folder of
+# its own, so that `qa index tests/fixtures/html` reads the pages only).
 SHAPES = {
     # JSON-LD and OpenGraph metadata (JSON-LD's time in UTC); a menu with today's date, breadcrumb, share bars,
     # a lead without a final period under the headline (trafilatura keeps the <h1> in the text), a figure
@@ -81,7 +82,7 @@ def test_page_shape(name: str) -> None:
     assert article.id == name
     assert (article.title, article.published_at) == (expected.title, expected.published_at)
     assert (article.source, article.author, article.url) == (expected.source, expected.author, expected.url)
-    assert article.body == (PAGES / f"{name}.body.txt").read_text(encoding="utf-8").strip()
+    assert article.body == (PAGES / "bodies" / f"{name}.txt").read_text(encoding="utf-8").strip()
     for debris in expected.debris.split("|"):
         assert debris not in article.body and debris not in article.title, debris
 
