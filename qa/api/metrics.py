@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 UNMATCHED = "unmatched"  # the route label of every path no route serves: one series, whatever the path
 OTHER_METHOD = "other"  # the method label of any method outside METHODS (a client can send any token)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# A question takes tens of milliseconds, a write of many articles can take minutes (encoding).
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# A question takes tens of milliseconds (finer buckets there, for its quantiles), a write of many articles can
+# take minutes (encoding).
+REQUEST_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # A stage takes from well under a millisecond (a flat FAISS search) to seconds (a remote engine under load).
-STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *REQUEST_BUCKETS[: REQUEST_BUCKETS.index(5.0) + 1])
 
 
 class IndexCollector(Collector):
