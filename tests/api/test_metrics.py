@@ -120,6 +120,20 @@ def test_each_stage_of_a_question_is_a_histogram(http):
     assert 0 < sum(stage_seconds.values()) <= asked
 
 
+def test_a_failing_request_counts_as_the_500_it_got_and_its_failing_stage_as_observed(http, service, monkeypatch):
+    def broken_search(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the vector index broke")
+
+    monkeypatch.setattr(service.store, "search", broken_search)
+    # uvicorn drops the connection after an unhandled error's 500 (qa.api.errors): the scrape takes a new one.
+    assert http.post("/v1/ask", json=QUESTION, headers={"Connection": "close"}).status_code == 500
+    text = scrape(http)
+    assert samples(text, "viqa_http_requests_total")[labels(method="POST", route="/v1/ask", status="500")] == 1
+    counts = samples(text, "viqa_question_stage_duration_seconds_count")
+    # encode ran, dense failed (and is timed all the same), nothing after it ran.
+    assert counts == {labels(stage=stage): int(stage in ("encode", "dense")) for stage in STAGES}
+
+
 def test_index_gauges_are_the_store_manifest(http, service):
     def index_gauges() -> dict[str, float]:
         text = scrape(http)
