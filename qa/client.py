@@ -408,7 +408,8 @@ class Client(_ClientBase[httpx.Client, httpx.BaseTransport]):
         wait: bool = True,
         progress: Callable[[JobStatus], object] | None = None,
     ) -> IndexedArticles | JobStatus:
-        """Add or replace (by id) articles.
+        """Add or replace (by id) articles, each with its `title` and `body` or its web page's `html` (`ArticleIn` or a
+        dict).
 
         A small write (up to `qa.schemas.SYNC_ARTICLES` articles) returns each one's passage count. A larger one
         runs as a job on the server: with `wait` this polls it, calling `progress` with each status, and returns

@@ -34,6 +34,7 @@ from qa.query import Query
 from qa.schemas import Filters
 from qa.scoring import scaled, zscores
 from qa.store import Store, StoredPassage
+from qa.timing import StageObserver, timed
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class Retriever:
         min_score: float | None = None,
         one_per_article: bool = False,
         with_highlights: bool = True,
+        stages: StageObserver | None = None,
     ) -> list[SearchResult]:
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
@@ -211,12 +213,15 @@ class Retriever:
             return []
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
-        rankings, vectors = self._candidates(queries, depth, scope)
+        rankings, vectors = self._candidates(queries, depth, scope, stages)
         ranked = [r.candidates for r in rankings]
         # The top hits are reordered by their answers, and the answer chosen among them, whichever page is asked for.
-        leads, totals, records = self._hydrated(ranked, max(offset + top_k, ANSWER_HITS), min_score, one_per_article)
+        want = max(offset + top_k, ANSWER_HITS)
+        with timed(stages, "hydrate"):
+            leads, totals, records = self._hydrated(ranked, want, min_score, one_per_article)
         known = [r.sentences for r in rankings]
-        return self._answered(queries, vectors, leads, totals, records, known, offset, top_k, with_highlights)
+        with timed(stages, "answer"):
+            return self._answered(queries, vectors, leads, totals, records, known, offset, top_k, with_highlights)
 
     def _answered(
         self,
@@ -316,22 +321,29 @@ class Retriever:
                     self._sentence_cache.move_to_end(t)
         return np.stack([cached[t] for t in texts])
 
-    def _candidates(self, queries: list[Query], depth: int, scope: Scope) -> tuple[list[_Ranking], np.ndarray | None]:
+    def _candidates(
+        self, queries: list[Query], depth: int, scope: Scope, stages: StageObserver | None = None
+    ) -> tuple[list[_Ranking], np.ndarray | None]:
         """Each question's ranking, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
-            return [_Ranking(_lexical_only(self.store.search_lexical(q, depth, scope=scope))) for q in queries], None
-        vectors = self.encoder.encode_queries([q.text for q in queries])
-        scores, keys = self.store.search(vectors, depth, scope=scope)
+            with timed(stages, "lexical"):
+                found = [self.store.search_lexical(q, depth, scope=scope) for q in queries]
+            return [_Ranking(_lexical_only(hits)) for hits in found], None
+        with timed(stages, "encode"):
+            vectors = self.encoder.encode_queries([q.text for q in queries])
+        with timed(stages, "dense"):
+            scores, keys = self.store.search(vectors, depth, scope=scope)
         dense_rows = [
             {int(k): float(s) for s, k in zip(srow, krow, strict=True) if k >= 0}
             for srow, krow in zip(scores, keys, strict=True)
         ]
         if self.mode == "dense":
             return [_Ranking([Candidate(k, s, dense_score=s) for k, s in row.items()]) for row in dense_rows], vectors
-        return [
-            self._hybrid(query, vector, dense, depth, scope)
-            for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
-        ], vectors
+        with timed(stages, "lexical"):
+            return [
+                self._hybrid(query, vector, dense, depth, scope)
+                for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
+            ], vectors
 
     def _hybrid(self, query: Query, vector: np.ndarray, dense: dict[int, float], depth: int, scope: Scope) -> _Ranking:
         if query.foreign:

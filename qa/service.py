@@ -16,6 +16,7 @@ from qa.jobs import JobQueue
 from qa.retriever import Hit, HitAnswer, Retriever
 from qa.schemas import Answer, ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
 from qa.store import Store
+from qa.timing import StageObserver
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,13 @@ class Service:
         )
         return cls(settings, encoder, store, indexer, Retriever(store, encoder), seconds)
 
-    def ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
-        """The answers to `questions` as the API gives them (one response each, in order)."""
+    def ask(
+        self, questions: Sequence[str], options: SearchOptions, *, stages: StageObserver | None = None
+    ) -> list[AskResponse]:
+        """The answers to `questions` as the API gives them (one response each, in order); `stages` is told how long
+        each stage of the search took (`qa.timing`)."""
         with self.asking:
-            return self._ask(questions, options)
+            return self._ask(questions, options, stages)
 
     def questions_waiting(self) -> bool:
         """Whether questions are being answered right now: a job gives way to them (`qa.jobs.GivingWay`)."""
@@ -90,7 +94,7 @@ class Service:
         """The index's jobs (long writes), in its database."""
         return JobQueue(self.store.engine)
 
-    def _ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
+    def _ask(self, questions: Sequence[str], options: SearchOptions, stages: StageObserver | None) -> list[AskResponse]:
         started = time.perf_counter()
         results = self.retriever.search_many(
             questions,
@@ -100,6 +104,7 @@ class Service:
             min_score=options.min_score,
             one_per_article=options.one_per_article,
             with_highlights=options.highlight,
+            stages=stages,
         )
         took_ms = round((time.perf_counter() - started) * 1000, 2)
         return [

@@ -945,11 +945,14 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [_article_from_row(r) for r in rows]
 
-    def fingerprints(self, origin: str | None = None) -> dict[str, str]:
-        """Article id → fingerprint, optionally only for articles of one origin ("seed", "api", ...)."""
+    def fingerprints(self, origin: str | None = None, *, ids: Sequence[str] | None = None) -> dict[str, str]:
+        """Article id → fingerprint, optionally only for articles of one origin ("seed", "api", ...), or only for
+        those of `ids` that are stored."""
         query = sa.select(_ARTICLE.id, _ARTICLE.fingerprint)
         if origin:
             query = query.where(_ARTICLE.origin == origin)
+        if ids is not None:
+            return {str(i): str(f) for i, f in self._rows_in(query, _ARTICLE.id, list(dict.fromkeys(ids)))}
         with self._lock, self.engine.connect() as conn:
             return {article_id: fingerprint for article_id, fingerprint in conn.execute(query)}
 

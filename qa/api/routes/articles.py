@@ -45,22 +45,24 @@ def _summary(article: Article, passages: int) -> dict[str, object]:
 
 # A news article is a few thousand characters; this bounds the embedding work one article can ask for.
 MAX_BODY_CHARS = 200_000
+# A news page with its scripts and styles stays well under this; it bounds the extraction work of one page.
+MAX_HTML_CHARS = 2_000_000
 
 
-def _field_error(n: int, item: ArticleIn) -> str | None:
-    """What is wrong with the fields of the request's article `n` that the schema cannot say, or None."""
+def _check_size(what: str, chars: int, limit: int, advice: str = "split the text into several articles") -> None:
+    if chars > limit:
+        raise InvalidRequest(f"{what}: {chars:,} characters, at most {limit:,}; {advice}")
+
+
+def _check_fields(n: int, item: ArticleIn) -> None:
     where = f"articles[{n}]"
     # Ids are keys, never paths; dot segments could not even be addressed in a URL.
     if item.id == "." or ".." in item.id:
-        return f"{where}.id: {item.id!r} must not be '.' or contain '..'"
+        raise InvalidRequest(f"{where}.id: {item.id!r} must not be '.' or contain '..'")
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in item.id):
-        return f"{where}.id: {item.id!r} must not contain control or invisible characters"
-    if len(item.body) > MAX_BODY_CHARS:
-        return (
-            f"{where}.body (id {item.id!r}): {len(item.body):,} characters, at most {MAX_BODY_CHARS:,}; "
-            "split the text into several articles"
-        )
-    return None
+        raise InvalidRequest(f"{where}.id: {item.id!r} must not contain control or invisible characters")
+    _check_size(f"{where}.body (id {item.id!r})", len(item.body or ""), MAX_BODY_CHARS)
+    _check_size(f"{where}.html (id {item.id!r})", len(item.html or ""), MAX_HTML_CHARS, "send the article's page only")
 
 
 def _check_distinct(body: ArticlesIn) -> None:
@@ -69,24 +71,21 @@ def _check_distinct(body: ArticlesIn) -> None:
         raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
 
 
-def _article(n: int, item: ArticleIn) -> Article:
-    """The request's article `n`; raises InvalidRequest saying what is wrong with it."""
-    error = _field_error(n, item)
-    if error is not None:
-        raise InvalidRequest(error)
+def _to_article(n: int, item: ArticleIn) -> Article:
     try:
-        return article_from_record(item.model_dump(exclude_none=True))
+        article = article_from_record(item.model_dump(exclude_none=True))
     except ArticleError as exc:
         raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
+    if item.html is not None:  # the text read from a page is held to the limit a body is
+        _check_size(f"articles[{n}].html (id {item.id!r}): the text read from it", len(article.body), MAX_BODY_CHARS)
+    return article
 
 
 def _to_articles(body: ArticlesIn) -> list[Article]:
     for n, item in enumerate(body.articles):
-        error = _field_error(n, item)
-        if error is not None:
-            raise InvalidRequest(error)
+        _check_fields(n, item)
     _check_distinct(body)
-    return [_article(n, item) for n, item in enumerate(body.articles)]
+    return [_to_article(n, item) for n, item in enumerate(body.articles)]
 
 
 def _submit(service: Service, body: ArticlesIn) -> str:
@@ -95,7 +94,8 @@ def _submit(service: Service, body: ArticlesIn) -> str:
     for n, item in enumerate(body.articles):
         record = item.model_dump(mode="json", exclude_none=True)
         try:
-            passages = len(service.indexer.chunk(_article(n, item)))
+            _check_fields(n, item)
+            passages = len(service.indexer.chunk(_to_article(n, item)))
         except InvalidRequest as exc:
             new.append(NewArticle(item.id, record, error=exc.message))
         else:
@@ -104,10 +104,20 @@ def _submit(service: Service, body: ArticlesIn) -> str:
 
 
 def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
-    existing = {a.id for a in articles if service.store.article(a.id) is not None}
+    statuses = service.indexer.statuses(articles)  # an unchanged article is not encoded again
+    kept = service.store.passage_counts([i for i, status in statuses.items() if status == "unchanged"])
     # One request is one transaction: a failure or a crash leaves none of its articles, never some.
-    counts = service.indexer.add(articles, origin=API, commit_every=sys.maxsize)
-    return [IndexedArticle(id=a.id, passages=counts.get(a.id, 0), created=a.id not in existing) for a in articles]
+    written = [a for a in articles if statuses[a.id] != "unchanged"]
+    counts = service.indexer.add(written, origin=API, commit_every=sys.maxsize)
+    return [
+        IndexedArticle(
+            id=a.id,
+            passages=kept[a.id] if a.id in kept else counts.get(a.id, 0),
+            created=statuses[a.id] == "created",
+            status=statuses[a.id],
+        )
+        for a in articles
+    ]
 
 
 def _delete(service: Service, article_id: str) -> DeletedArticle:
@@ -180,11 +190,11 @@ async def add_articles(
     started = time.perf_counter()
     if wait is False or (wait is None and len(body.articles) > SYNC_ARTICLES):
         _check_distinct(body)
-        job_id = await run_in_threadpool(_submit, service, body)
+        job_id = await run_in_threadpool(_submit, service, body)  # reading HTML pages and chunking: CPU work
         wake_job_runner(request)
         status = await run_in_threadpool(job_status, service, job_id)
         return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": job_path(job_id)})
-    articles = _to_articles(body)
+    articles = await run_in_threadpool(_to_articles, body)  # reading HTML pages is CPU work too
     # Encoding is CPU heavy: off the event loop, and one write at a time so batches do not interleave.
     async with request.app.state.write_lock:
         data = await run_in_threadpool(_index, service, articles)
