@@ -504,7 +504,12 @@ class JobRunner:
             except ArticleError as exc:
                 failed[position] = str(exc)
         try:
-            counts = self.indexer.add(articles.values(), origin=API, commit_every=2**62)
+            # An article stored with the same content is not encoded again (a batch redone after a crash, above all).
+            statuses = self.indexer.statuses(list(articles.values()))
+            unchanged = sorted(i for i, status in statuses.items() if status == "unchanged")
+            written = [a for a in articles.values() if statuses[a.id] != "unchanged"]
+            counts = self.indexer.add(written, origin=API, commit_every=2**62)
+            counts.update(self.indexer.store.passage_counts(unchanged) if unchanged else {})
         except sa.exc.SQLAlchemyError:  # the database, not an article: the job stops, to be resumed
             raise
         except Exception as exc:

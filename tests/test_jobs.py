@@ -211,3 +211,20 @@ def test_a_runner_stopping_gives_its_job_back_to_the_queue(store):
     assert runner(store, queue, batch_articles=4).run_once()  # resumed at once, no lease to wait for
     job = queue.get(job_id)
     assert (job.state, job.attempts, job.articles_done) == (jq.DONE, 1, 12)
+
+
+def test_a_batch_redone_after_a_crash_encodes_nothing_again(store):
+    clock = Clock()
+    queue = JobQueue(store.engine, clock=clock)
+    records = [record(n) for n in range(6)]
+    job_id = submit(queue, records)
+    counting = FailingOn("never")
+    dead = runner(store, queue, counting, owner="dead", batch_articles=6)
+    assert queue.claim("dead", lease=30) is not None
+    dead._index(queue.pending(job_id, 6))  # the store committed the batch, then the process died before the mark
+    encoded = counting.calls
+    clock.now += 31
+    assert runner(store, queue, counting, batch_articles=6).run_once()
+    job = queue.get(job_id)
+    assert (job.state, job.articles_done) == (jq.DONE, 6) and counting.calls == encoded
+    assert job.passages_done == sum(store.passage_counts([r["id"] for r in records]).values()) > 0
