@@ -115,13 +115,19 @@ pending_deletes = sa.Table(
 )
 
 
-# Long writes (`qa.jobs`): one row per job, and one per article it was sent with, in the posted order. A job and its
-# articles are created in one transaction; the runner holding the job's lease (`owner`, `lease_until`) marks articles
-# done after the store committed them, so after a crash at most the last batch is written again (a write replaces
-# whole articles).
+# Long writes (`qa.jobs`), in metadata of their own, created by `qa.jobs.JobQueue`: in the database server beside the
+# index, or in a SQLite file of their own beside the index folder (`<folder>.jobs.sqlite`), where a job's bookkeeping
+# never holds the store's single writer lock, nor commits between a store transaction's read and its write. Not part
+# of an index (`qa migrate` does not copy them). One row per job, and one per article it was sent with, in the posted
+# order. A job and its articles are created in one transaction; the runner holding the job's lease (`owner`,
+# `lease_until`) marks articles done after the store committed them, so after a crash at most the last batch is
+# written again (a write replaces whole articles).
+JOBS_DB_FILE = "jobs.sqlite"
+job_metadata = sa.MetaData()
+
 jobs = sa.Table(
     "jobs",
-    metadata,
+    job_metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("state", sa.Text, nullable=False),  # queued, running, done, failed, cancelled
     sa.Column("created_at", sa.Float, nullable=False),  # Unix time
@@ -140,7 +146,7 @@ sa.Index("jobs_state", jobs.c.state, jobs.c.created_at)
 
 job_articles = sa.Table(
     "job_articles",
-    metadata,
+    job_metadata,
     sa.Column("job_id", sa.Text, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("article_id", sa.Text, nullable=False),

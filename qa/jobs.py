@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,11 +121,29 @@ def replica_id() -> str:
 
 
 class JobQueue:
-    """The jobs table of one database: submit, read, cancel, and (for `JobRunner`) claim, renew, mark, finish."""
+    """The jobs of one index: submit, read, cancel, and (for `JobRunner`) claim, renew, mark, release, finish."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time, owns_engine: bool = False) -> None:
         self.engine = engine
         self.clock = clock
+        self._owns_engine = owns_engine
+        with engine.begin() as conn:
+            db.lock_name(conn, "create job tables")  # replicas starting at once: one creates them
+            db.job_metadata.create_all(conn)
+
+    @classmethod
+    def beside(cls, store_engine: Engine, folder: Path, *, clock: Callable[[], float] = time.time) -> JobQueue:
+        """The jobs of the index whose database is `store_engine` and folder `folder`: in the same database server,
+        or, for an embedded SQLite store, in a SQLite file of their own beside the folder (`<folder>.jobs.sqlite`:
+        a rebuild, which replaces the folder, keeps them)."""
+        if store_engine.dialect.name != "sqlite":
+            return cls(store_engine, clock=clock)
+        path = folder.parent / f"{folder.name}.{db.JOBS_DB_FILE}"
+        return cls(db.create_engine(f"sqlite:///{path}"), clock=clock, owns_engine=True)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
 
     # --- what the API does -----------------------------------------------------------------------
     def submit(self, articles: Sequence[NewArticle]) -> str:

@@ -91,8 +91,8 @@ class Service:
 
     @cached_property
     def jobs(self) -> JobQueue:
-        """The index's jobs (long writes), in its database."""
-        return JobQueue(self.store.engine)
+        """The index's jobs (long writes): beside its database (`JobQueue.beside`)."""
+        return JobQueue.beside(self.store.engine, self.store.path)
 
     def _ask(self, questions: Sequence[str], options: SearchOptions, stages: StageObserver | None) -> list[AskResponse]:
         started = time.perf_counter()
@@ -120,6 +120,8 @@ class Service:
         ]
 
     def close(self) -> None:
+        if "jobs" in self.__dict__:  # opened
+            self.jobs.close()
         self.store.close()
 
 

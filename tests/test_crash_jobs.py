@@ -85,7 +85,7 @@ def test_kill_9_during_a_job_resumes_at_the_next_start(tmp_path, default_model_d
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
 
-        engine = db.create_engine(db.database_url(data / "default", None))
+        engine = db.create_engine(f"sqlite:///{data / 'default.jobs.sqlite'}")  # JobQueue.beside the index folder
         with engine.connect() as conn:
             job = conn.execute(sa.select(db.jobs)).mappings().one()
             done = conn.scalar(sa.select(sa.func.count()).where(db.job_articles.c.status == "done"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from qa import jobs as jq
 from qa.indexing import Indexer
@@ -50,7 +51,7 @@ def runner(store, queue: JobQueue, encoder=None, **options) -> JobRunner:  # typ
 
 @pytest.mark.every_database
 def test_a_job_runs_to_done_with_its_bad_articles_reported(store, database_url):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     records = [record(n) for n in range(20)]
     records[3] = record(3, published_at="hôm qua")  # the record is refused when the runner reads it
     records[11]["body"] += " HỎNG"  # the encoder refuses it
@@ -75,7 +76,7 @@ def test_a_job_runs_to_done_with_its_bad_articles_reported(store, database_url):
 @pytest.mark.every_database
 def test_a_claim_is_exclusive_and_a_dead_owners_job_is_taken_over(store, database_url):
     clock = Clock()
-    queue = JobQueue(store.engine, clock=clock)
+    queue = JobQueue.beside(store.engine, store.path, clock=clock)
     job_id = submit(queue, [record(n) for n in range(10)])
     claimed = queue.claim("replica-a", lease=30)
     assert claimed is not None and claimed.owner == "replica-a" and claimed.attempts == 1
@@ -95,7 +96,7 @@ def test_a_claim_is_exclusive_and_a_dead_owners_job_is_taken_over(store, databas
 
 @pytest.mark.every_database
 def test_cancel_keeps_exactly_the_committed_batches(store, database_url):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     job_id = submit(queue, [record(n) for n in range(12)])
     batches = []
 
@@ -113,7 +114,7 @@ def test_cancel_keeps_exactly_the_committed_batches(store, database_url):
 
 
 def test_a_queued_job_is_cancelled_at_once_and_a_final_one_stays(store):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     job_id = submit(queue, [record(0)])
     assert queue.cancel(job_id).state == jq.CANCELLED
     assert not runner(store, queue).run_once()
@@ -126,7 +127,7 @@ def test_a_queued_job_is_cancelled_at_once_and_a_final_one_stays(store):
 
 def test_a_job_that_keeps_crashing_is_reported_failed(store):
     clock = Clock()
-    queue = JobQueue(store.engine, clock=clock)
+    queue = JobQueue.beside(store.engine, store.path, clock=clock)
     job_id = submit(queue, [record(0)])
     for attempt in range(jq.MAX_ATTEMPTS):
         assert queue.claim(f"dead-{attempt}", lease=30) is not None
@@ -139,7 +140,7 @@ def test_a_job_that_keeps_crashing_is_reported_failed(store):
 
 def test_counts_for_metrics(store):
     clock = Clock()
-    queue = JobQueue(store.engine, clock=clock)
+    queue = JobQueue.beside(store.engine, store.path, clock=clock)
     running = submit(queue, [record(n) for n in range(5)])
     submit(queue, [record(9)])
     clock.now += 1
@@ -151,7 +152,7 @@ def test_counts_for_metrics(store):
 
 
 def test_the_runner_thread_stops_cleanly(store):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     r = runner(store, queue, poll_seconds=0.05)
     r.start()
     job_id = submit(queue, [record(n) for n in range(3)])
@@ -166,7 +167,7 @@ def test_the_runner_thread_stops_cleanly(store):
 
 @pytest.mark.every_database
 def test_replicas_claiming_at_once_never_share_a_job(store, database_url):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     job_ids = {submit(queue, [record(n)]) for n in range(12)}
     claims: dict[str, list[str]] = {f"replica-{r}": [] for r in range(4)}
     start = threading.Barrier(len(claims))
@@ -201,7 +202,7 @@ def test_a_jobs_encoder_lets_questions_finish_before_each_pass():
 
 
 def test_a_runner_stopping_gives_its_job_back_to_the_queue(store):
-    queue = JobQueue(store.engine)
+    queue = JobQueue.beside(store.engine, store.path)
     job_id = submit(queue, [record(n) for n in range(12)])
     stopping = runner(store, queue, batch_articles=4)
     stopping.questions_waiting = lambda: stopping._stop.set() or False  # shut down after the first batch
@@ -215,7 +216,7 @@ def test_a_runner_stopping_gives_its_job_back_to_the_queue(store):
 
 def test_a_batch_redone_after_a_crash_encodes_nothing_again(store):
     clock = Clock()
-    queue = JobQueue(store.engine, clock=clock)
+    queue = JobQueue.beside(store.engine, store.path, clock=clock)
     records = [record(n) for n in range(6)]
     job_id = submit(queue, records)
     counting = FailingOn("never")
@@ -228,3 +229,15 @@ def test_a_batch_redone_after_a_crash_encodes_nothing_again(store):
     job = queue.get(job_id)
     assert (job.state, job.articles_done) == (jq.DONE, 6) and counting.calls == encoded
     assert job.passages_done == sum(store.passage_counts([r["id"] for r in records]).values()) > 0
+
+
+@pytest.mark.every_database
+def test_jobs_live_beside_an_embedded_store_and_in_a_database_server(store, database_url):
+    queue = JobQueue.beside(store.engine, store.path)
+    submit(queue, [record(0)])
+    in_store = sa.inspect(store.engine).has_table("jobs")
+    if database_url is None:  # SQLite: a file of their own, so job bookkeeping never locks the store's writer
+        assert not in_store and (store.path.parent / f"{store.path.name}.jobs.sqlite").is_file()
+    else:  # any replica reaches them
+        assert in_store and queue.engine is store.engine
+    queue.close()
