@@ -3,8 +3,8 @@
 The project's analysis (`qa.lexical.analysis`) makes the terms; tantivy indexes them as they are (whitespace
 tokenizer, term frequencies, no positions) in three fields, and a question is one boolean query of its terms, the
 phrase terms boosted by `PHRASE_WEIGHT`. tantivy scores BM25 with Lucene's k1, b and idf (document lengths
-quantised to a byte, as Lucene does). Each `apply` is one tantivy commit; `save` writes the generation stamp beside
-the segments, after them.
+quantised to a byte, as Lucene does). Each `apply` is one tantivy commit; searches see it once the reader is reloaded
+(`publish`: this reader never reloads by itself); `save` writes the generation stamp beside the segments, after them.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from qa.lexical.analysis import ANALYSIS_VERSION, PHRASE_WEIGHT, QueryTerms, pas
 from qa.query import Query
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 __all__ = ["TantivyIndex"]
 
 log = logging.getLogger(__name__)
 
+DIRECTORY = "lexical"  # in the index folder
 STAMP_FILE = "viqa-stamp.json"
 FIELDS = ("syllables", "phrases", "folded")
 # Memory for the writer's in-memory segment: one API write is a few articles; a rebuild adds everything in one go and
@@ -61,6 +63,7 @@ class TantivyIndex:
     def __init__(self, directory: Path, index: tantivy.Index) -> None:
         self.directory = directory
         self._schema = index.schema
+        index.config_reader(reload_policy="Manual")  # searches see a commit once it is published
         self._index = index
         self._lock = threading.Lock()  # writers
 
@@ -73,6 +76,14 @@ class TantivyIndex:
         # file while rmtree empties the folder, which then stays; a lock file is not an index.
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory, tantivy.Index(_schema(), path=str(directory), reuse=False))
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> TantivyIndex | None:
+        directory = site.directory / DIRECTORY
+        return cls.create(directory) if fresh else cls.open(directory)
+
+    def fits(self, size: int) -> bool:
+        return True  # the stamp decides
 
     @classmethod
     def open(cls, directory: Path) -> TantivyIndex | None:
@@ -92,7 +103,7 @@ class TantivyIndex:
         generation = _read_stamp(self.directory).get("generation")
         return generation if isinstance(generation, int) else None
 
-    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow], *, publish: bool = True) -> None:
         if not len(removed) and not added:
             return
         with self._lock:
@@ -115,7 +126,11 @@ class TantivyIndex:
                 raise
             finally:
                 writer.wait_merging_threads()
-            self._index.reload()
+        if publish:
+            self.publish()
+
+    def publish(self) -> None:
+        self._index.reload()
 
     def _writer(self) -> tantivy.IndexWriter:
         deadline = time.monotonic() + WRITER_WAIT_S

@@ -7,6 +7,8 @@
   faster to scan than IVF-Flat for the same recall, benchmarks/README.md; 8-bit codes lost recall) holding the
   keys itself (an IDMap over IVF mis-maps ids after a delete); trained on the first vectors added, cells ≈ √n,
   probes derived from the cell count. Deletes are native. An IVF-Flat index file loads and works as well.
+Searches share a readers-writer lock (`qa.locks`); only adds and removes hold it alone, and `save` only reads, so
+searches run beside it (FAISS' CPU indexes allow concurrent searches and other calls that leave them unchanged).
 A filter (`allowed`) is an ID selector; a selective one (few keys) is scored exactly instead, since graph
 and cell searches under a narrow filter return too few hits. The live keys are kept sorted beside the index
 (`vectors.keys.npy`) so membership checks never scan the corpus.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ import faiss
 import numpy as np
 
 from qa.files import atomic_write
+from qa.locks import ReadersWriterLock
 from qa.vectors import (
     Neighbours,
     SavedInFolder,
@@ -35,11 +37,13 @@ from qa.vectors import (
     VectorIndexError,
     empty_neighbours,
     exact_search,
+    load_vector_index,
     read_meta,
     write_meta,
 )
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ def default_params(kind: str, size: int) -> dict[str, int]:
 
 
 class FaissIndex(SavedInFolder):
-    """One FAISS index of any kind behind `VectorIndex`; thread-safe (one lock for reads and writes)."""
+    """One FAISS index of any kind behind `VectorIndex`; thread-safe (searches at once, writes alone)."""
 
     backend = "faiss"
 
@@ -96,7 +100,9 @@ class FaissIndex(SavedInFolder):
         self.kind = kind
         self.directory = Path(directory)
         self.params = {**default_params(kind, expected_size), **(params or {})}
-        self._lock = threading.RLock()
+        self.auto = False  # whether the kind follows the corpus size (`QA_FAISS_INDEX=auto`): see `fits`
+        self._lock = ReadersWriterLock()
+        self._staged = []
         self._index: faiss.Index | None = None if kind == "ivf" else self._new_faiss(kind)
         self._keys = np.zeros(0, dtype=np.int64)  # live keys, sorted
         self._tombstones = np.zeros(0, dtype=np.int64)  # hnsw only, sorted
@@ -109,7 +115,29 @@ class FaissIndex(SavedInFolder):
     @classmethod
     def create(cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path) -> FaissIndex:
         kind = choose_kind(expected_size) if config.faiss_index == "auto" else config.faiss_index
-        return cls(dim, kind, expected_size=expected_size, directory=directory)
+        self = cls(dim, kind, expected_size=expected_size, directory=directory)
+        self.auto = config.faiss_index == "auto"
+        return self
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> FaissIndex | None:
+        if fresh:
+            return cls.create(site.vectors, site.dim, size, directory=site.directory)
+        try:
+            index = load_vector_index(site.vectors, site.directory)
+        except VectorIndexError as exc:
+            log.warning("vector index in %s unreadable (%s)", site.directory, exc)
+            return None
+        assert isinstance(index, FaissIndex)
+        if index.dim == site.dim and len(index) == size and index.fits(size):
+            return index
+        log.warning("vector index in %s is a %s index of %d vectors", site.directory, index.kind, len(index))
+        index.close()
+        return None
+
+    def fits(self, size: int) -> bool:
+        """Of the kind `size` vectors call for, when the kind follows the corpus size."""
+        return not self.auto or self.kind == choose_kind(size)
 
     def _new_faiss(self, kind: str, nlist: int | None = None) -> faiss.Index:
         if kind == "flat":
@@ -137,8 +165,7 @@ class FaissIndex(SavedInFolder):
         return {"backend": self.backend, "kind": self.kind, **self.params}
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._keys)
+        return len(self._keys)  # replaced whole by a write, never changed in place
 
     @property
     def ntotal(self) -> int:
@@ -153,7 +180,7 @@ class FaissIndex(SavedInFolder):
             return
         if len(np.unique(keys)) != len(keys):
             raise ValueError("duplicate keys in one add")
-        with self._lock:
+        with self._lock.writing():
             if _contains(self._keys, keys).any():
                 raise ValueError("a key to add is already in the index: remove it first")
             self._make_owned()
@@ -170,7 +197,7 @@ class FaissIndex(SavedInFolder):
 
     def remove(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64).ravel()
-        with self._lock:
+        with self._lock.writing():
             keys = keys[_contains(self._keys, keys)]
             if len(keys) == 0:
                 return
@@ -188,6 +215,13 @@ class FaissIndex(SavedInFolder):
                 # IVF's hashtable direct map only accepts an array selector; the flat index takes either.
                 keys = np.ascontiguousarray(keys)
                 self._index.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys)))
+
+    def _train_if_pending(self) -> None:
+        """IVF: an index not trained yet is trained on what it holds before it is read."""
+        if self.kind == "ivf" and self._index is None:
+            with self._lock.writing():
+                if self._index is None:
+                    self._train_pending()
 
     def _ntotal(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
@@ -228,9 +262,8 @@ class FaissIndex(SavedInFolder):
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
     ) -> Neighbours:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        with self._lock:
-            if self.kind == "ivf" and self._index is None and self._pending:
-                self._train_pending()
+        self._train_if_pending()
+        with self._lock.reading():
             if allowed is not None:
                 allowed = np.unique(np.asarray(allowed, dtype=np.int64))
                 allowed = allowed[_contains(self._keys, allowed)]
@@ -247,7 +280,7 @@ class FaissIndex(SavedInFolder):
         The retriever scores lexical-only candidates with these: from memory, far faster than reading SQLite.
         """
         keys = np.asarray(keys, dtype=np.int64)
-        with self._lock:
+        with self._lock.reading():
             if self._index is None or len(keys) == 0:
                 return np.zeros(len(keys), dtype=bool), np.zeros((0, self.dim), dtype=np.float32)
             present = _contains(self._keys, keys)
@@ -300,9 +333,8 @@ class FaissIndex(SavedInFolder):
     # --- persistence ----------------------------------------------------------------------------
     def save(self, generation: int) -> None:
         directory = self.directory
-        with self._lock:
-            if self.kind == "ivf" and self._index is None:
-                self._train_pending()
+        self._train_if_pending()
+        with self._lock.reading():  # writing the file only reads the index: searches go on beside it
             assert self._index is not None
             if self._mapped_from is None or self._mapped_from[0] != directory / INDEX_FILE:
                 atomic_write(directory / INDEX_FILE, lambda tmp: faiss.write_index(self._index, tmp))
@@ -333,6 +365,7 @@ class FaissIndex(SavedInFolder):
             raise VectorIndexError(f"the FAISS index in {directory} does not match its metadata")
         params = {k: int(v) for k, v in meta.items() if k in {"m", "ef_construction", "ef_search", "nlist", "nprobe"}}
         self = cls(int(index.d), meta["kind"], params, directory=directory)
+        self.auto = config.faiss_index == "auto"
         self._index, self._keys = index, np.asarray(keys, dtype=np.int64)
         if mmap:
             self._mapped_from = (file, os.stat(file).st_ino)
@@ -357,7 +390,7 @@ class FaissIndex(SavedInFolder):
         self._mapped_from = None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock.writing():
             self._index = None
             self._mapped_from = None
 
