@@ -96,7 +96,7 @@ class DerivedIndexes:
         """New, empty indexes (`new`: a store just created) saved at generation 0; else the saved ones where current
         (a local index) or complete (a shared one), the others rebuilt or filled from the database."""
         manifest = self.meta.manifest()
-        site = Site(self.path, manifest.dim, str(manifest.extra["index_id"]), self.config, self.term_stats)
+        site = self._site = Site(self.path, manifest.dim, str(manifest.extra["index_id"]), self.config, self.term_stats)
         size = 0 if new else manifest.passages
         for name, engine in zip(("vector", "lexical"), self._engines, strict=True):
             if engine.shared:
@@ -212,9 +212,7 @@ class DerivedIndexes:
         old = self.vector
         if old.shared or old.fits(size):
             return
-        manifest = self.meta.manifest()
-        site = Site(self.path, manifest.dim, str(manifest.extra["index_id"]), self.config, self.term_stats)
-        engine = self._engines[0]
+        engine, site = self._engines[0], self._site
         new = self._current_or_rebuilt(
             "vector", old, lambda: engine.at(site, fresh=True, size=size), generation, vectors=True,
             reason=f"is a {old.kind} index of {len(old)} vectors",
