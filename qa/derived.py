@@ -60,11 +60,16 @@ class Site:
 @dataclass(slots=True)
 class Scope:
     """Which passages a search may return: `filters` (None: all). An engine that filters by itself reads `filters`;
-    one that needs the passage keys calls `keys()`, looked up in the database once per question batch."""
+    one that needs the passage keys calls `keys()`, looked up in the database once per question batch.
+
+    A question batch's searches share one scope, and with it one generation of the local derived indexes: `view`
+    is the published state its first search read (`qa.storage.indexes`), and its later searches read that one too.
+    """
 
     filters: Filters | None
     lookup: Callable[[Filters], np.ndarray]
     _keys: np.ndarray | None = None
+    view: Any = None
 
     def keys(self) -> np.ndarray | None:
         """The allowed passage keys (None: every passage)."""

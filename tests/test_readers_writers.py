@@ -127,6 +127,25 @@ def test_reads_go_on_while_the_index_files_are_saved_and_see_the_new_generation(
     assert not writer.is_alive()
 
 
+def test_a_question_reads_the_generation_its_first_search_read_to_the_end(store):
+    """The searches of one question batch share a scope: a write published between them is not half seen."""
+    store.upsert([item(make_article("a", BODY_A))], origin="seed")
+    scope = store.scope(None)
+    _, dense = store.search(ENC.encode_queries([QUESTION_B]), 10, scope=scope)  # the question's first search
+    store.upsert([item(make_article("b", BODY_B))], origin="api")  # published before its lexical search
+    lexical = store.search_lexical(Query.parse(QUESTION_B), 10, scope=scope).keys.tolist()
+    _, dense_again = store.search(ENC.encode_queries([QUESTION_B]), 10, scope=scope)
+    pinned = store.passages_by_key([*lexical, *(int(k) for k in dense_again[0] if k >= 0)])
+    assert {p.article.id for p in pinned.values()} == {"a"}
+    assert lexical and (dense_again[0] >= 0).sum() == (dense[0] >= 0).sum()
+    later = store.scope(None)  # the next question reads the new generation
+    lexical = store.search_lexical(Query.parse(QUESTION_B), 10, scope=later).keys.tolist()
+    _, dense = store.search(ENC.encode_queries([QUESTION_B]), 10, scope=later)
+    found = store.passages_by_key([*lexical, *(int(k) for k in dense[0] if k >= 0)])
+    assert {p.article.id for p in found.values()} == {"a", "b"}
+    assert store.passages_by_key(lexical[:1])[lexical[0]].article.id == "b"
+
+
 def test_a_second_writer_waits_for_the_first_to_finish(store):
     """Writers take turns: the second write starts after the first has saved (its generation follows)."""
     with held(store.index, "save") as (entered, release):

@@ -56,6 +56,11 @@ class LexicalIndex(DerivedIndex, Protocol):
         the rows passing `filters` (a shared one, which filters by itself)."""
         ...
 
+    def snapshot(self) -> LexicalIndex:
+        """This index as searches see it now, for reads that stay there whatever is published later (a shared one
+        gives itself: every replica reads the latest)."""
+        ...
+
     def scores_for(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 (float32) of `query` for each of `keys`; 0 for a key that shares no term or is not indexed."""
         ...

@@ -150,6 +150,9 @@ class MilvusLexicalIndex(milvus.Collection):
     def __len__(self) -> int:
         return self.stats.n_docs()
 
+    def snapshot(self) -> MilvusLexicalIndex:
+        return self
+
     def search(
         self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
     ) -> LexicalHits:

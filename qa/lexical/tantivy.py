@@ -9,6 +9,7 @@ quantised to a byte, as Lucene does). Each `apply` is one tantivy commit; search
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -66,6 +67,7 @@ class TantivyIndex:
         index.config_reader(reload_policy="Manual")  # searches see a commit once it is published
         self._index = index
         self._lock = threading.Lock()  # writers
+        self._pinned: tantivy.Searcher | None = None  # a snapshot's searcher (`snapshot`)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     @classmethod
@@ -155,13 +157,21 @@ class TantivyIndex:
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._index.searcher().num_docs)
+        return int(self._searcher().num_docs)
+
+    def snapshot(self) -> TantivyIndex:
+        pinned = copy.copy(self)
+        pinned._pinned = self._index.searcher()  # the segments of the last reload, kept while it lives
+        return pinned
+
+    def _searcher(self) -> tantivy.Searcher:
+        return self._pinned if self._pinned is not None else self._index.searcher()
 
     def search(
         self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
     ) -> LexicalHits:
         terms = query_terms(query)
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         matching = self._terms_query(terms)
         if matching is None or k <= 0:
             return _EMPTY
@@ -180,7 +190,7 @@ class TantivyIndex:
         matching = self._terms_query(query_terms(query))
         if matching is None or not len(keys):
             return out
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         wanted = np.asarray(keys, dtype=np.int64)
         both = tantivy.Query.boolean_query([(tantivy.Occur.Must, self._only(wanted)), (tantivy.Occur.Must, matching)])
         found, scores = self._keys_scores(searcher, searcher.search(both, limit=len(wanted), count=False).hits)
@@ -190,7 +200,7 @@ class TantivyIndex:
         return out
 
     def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         return [int(searcher.doc_freq(field, term)) for term in terms]
 
     # --- helpers ------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ step by every write (a participant of `qa.storage.writes`), saved, and searched.
 Readers never wait for a writer's slow steps: a write commits in the database, applies itself to the local indexes
 where searches do not see it yet (tantivy's commit), publishes both indexes' new state together while searches are
 held for that brief in-memory step alone (FAISS's adds and removes, tantivy's reload), then saves them (FAISS's file,
-the stamps) beside the searches. A search call reads one published generation, never a mix of two.
+the stamps) beside the searches. A search reads one published generation, never a mix of two; the searches of a
+question batch share a `Scope`, which pins the generation its first search read (`View`) for the others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -37,6 +38,27 @@ if TYPE_CHECKING:
     from qa.storage.writes import Change
 
 log = logging.getLogger(__name__)
+
+
+class View(NamedTuple):
+    """One published state of the local derived indexes, as a question batch reads it throughout."""
+
+    generation: int
+    last_key: int  # the largest passage key published (keys only grow: a later write's passages are above it)
+    lexical: LexicalIndex | None  # the lexical index as it was then (`LexicalIndex.snapshot`)
+
+
+def _up_to(last_key: int, scores: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense results without the passages published after `last_key` (for a question pinned before them): each
+    row's others first, in order; the freed slots empty (key -1, score -inf)."""
+    later = keys > last_key
+    if not later.any():
+        return scores, keys
+    out_scores, out_keys = np.full_like(scores, -np.inf), np.full_like(keys, -1)
+    for row, keep in enumerate(~later):
+        n = int(keep.sum())
+        out_scores[row, :n], out_keys[row, :n] = scores[row][keep], keys[row][keep]
+    return out_scores, out_keys
 
 
 def engines(vectors: VectorConfig, lexical_backend: str, path: Path, engine: Engine) -> tuple[Any, Any]:
@@ -73,6 +95,7 @@ class DerivedIndexes:
         self._published = ReadersWriterLock()  # searches share it; a write's publish holds it alone
         self._vector: VectorIndex | None = None
         self._lexical: LexicalIndex | None = None
+        self._view = View(0, 0, None)
 
     @property
     def vector(self) -> VectorIndex:
@@ -111,6 +134,9 @@ class DerivedIndexes:
                 self._vector = index
             else:
                 self._lexical = index
+        with self.engine.connect() as conn:
+            last_key = conn.scalar(sa.select(sa.func.max(db.passages.c.key))) or 0
+        self._view = View(manifest.generation, last_key, self.lexical.snapshot())
         if new:
             self.save(0)
         else:
@@ -193,15 +219,17 @@ class DerivedIndexes:
         local = [index for index in self._all() if not index.shared]
         for index in local:
             index.apply(change.removed, change.added, publish=False)  # tantivy commits: searches see the old state
+        manifest = self.meta.manifest()
+        last_key = max([self._view.last_key, *(row.key for row in change.added)])
         with self._published.writing():
             for index in local:
                 index.publish()
+            self._view = View(manifest.generation, last_key, self.lexical.snapshot())
         if len(local) < len(self._all()):
             try:
                 self.replay_pending_deletes()
             except MilvusError as exc:  # committed all the same: the next write or open deletes them
                 log.warning("old passages stay in the search engine for now (%s)", exc)
-        manifest = self.meta.manifest()
         self._refit(manifest.passages, manifest.generation)
         self.save(manifest.generation)
 
@@ -255,6 +283,14 @@ class DerivedIndexes:
             self._vector = self._lexical = None
 
     # --- searches -----------------------------------------------------------------------------------------------
+    def _pinned(self, scope: Scope | None) -> View:
+        """The published state a search reads: its scope's, else (its first search) the current one, pinned there."""
+        if scope is None:
+            return self._view
+        if scope.view is None:
+            scope.view = self._view
+        return scope.view  # type: ignore[no-any-return]
+
     def search(self, queries: np.ndarray, k: int, scope: Scope | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, keys) per query row, within `scope`; missing slots have key -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -266,12 +302,15 @@ class DerivedIndexes:
             return tuple(self.vector.search(queries, k, filters=scope.filters if scope else None))  # type: ignore[return-value]
         allowed = scope.keys() if scope else None
         with self._published.reading():
+            view = self._pinned(scope)
             index = self.vector
             size = len(index)
             pool = size if allowed is None else min(len(allowed), size)
             if pool == 0:
                 return none
             scores, keys = index.search(queries, min(k, pool), allowed)
+            if view is not self._view:  # the question started before the last write was published
+                scores, keys = _up_to(view.last_key, scores, keys)
         return scores, keys
 
     def search_lexical(self, query: Query, k: int, scope: Scope | None) -> LexicalHits:
@@ -280,7 +319,7 @@ class DerivedIndexes:
             return self.lexical.search(query, k, filters=scope.filters if scope else None)
         allowed = scope.keys() if scope else None
         with self._published.reading():
-            return self.lexical.search(query, k, allowed)
+            return (self._pinned(scope).lexical or self.lexical).search(query, k, allowed)
 
     def lexical_scores(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 of one question for each of `keys` (0 where it shares no term)."""
