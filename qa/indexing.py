@@ -134,7 +134,7 @@ class Indexer:
         started = time.perf_counter()
         known = self.store.fingerprints(origin)
         wanted = {a.id: a for a in articles}
-        changed = [a for a in wanted.values() if known.get(a.id) != a.fingerprint]
+        changed = [a for a in wanted.values() if a.differs_from(known)]
         gone = [i for i in known if i not in wanted]
         counts = self.add(changed, origin=origin, progress=progress)
         removed = self.delete(gone) if gone else 0
