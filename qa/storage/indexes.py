@@ -29,7 +29,7 @@ from qa.lexical import LexicalHits, LexicalIndex, idf, lexical_engine
 from qa.locks import ReadersWriterLock
 from qa.milvus import MilvusError
 from qa.query import Query
-from qa.storage.meta import ENGINE_PREFIX, Meta, StoreError
+from qa.storage.meta import ENGINE_PREFIX, Manifest, Meta, StoreError
 from qa.storage.records import Records, chunks, passage_rows
 from qa.storage.terms import TermStats, term_counts
 from qa.vectors import VectorConfig, VectorIndex, vector_engine
@@ -119,21 +119,10 @@ class DerivedIndexes:
         """New, empty indexes (`new`: a store just created) saved at generation 0; else the saved ones where current
         (a local index) or complete (a shared one), the others rebuilt or filled from the database."""
         manifest = self.meta.manifest()
-        site = self._site = Site(self.path, manifest.dim, str(manifest.extra["index_id"]), self.config, self.term_stats)
-        size = 0 if new else manifest.passages
-        for name, engine in zip(("vector", "lexical"), self._engines, strict=True):
-            if engine.shared:
-                index = self._attached(engine, site, vectors=name == "vector")
-            elif new:
-                index = engine.at(site, fresh=True, size=0)
-            else:
-                saved = engine.at(site, fresh=False, size=size)
-                index = self._current_or_rebuilt(name, saved, lambda e=engine: e.at(site, fresh=True, size=size),
-                                                  manifest.generation, vectors=name == "vector")  # fmt: skip
-            if name == "vector":
-                self._vector = index
-            else:
-                self._lexical = index
+        self._site = Site(self.path, manifest.dim, str(manifest.extra["index_id"]), self.config, self.term_stats)
+        vector, lexical = self._engines
+        self._vector = self._opened("vector", vector, manifest, new=new)
+        self._lexical = self._opened("lexical", lexical, manifest, new=new)
         with self.engine.connect() as conn:
             last_key = conn.scalar(sa.select(sa.func.max(db.passages.c.key))) or 0
         self._view = View(manifest.generation, last_key, self.lexical.snapshot())
@@ -142,21 +131,30 @@ class DerivedIndexes:
         else:
             self.replay_pending_deletes()
 
-    def _current_or_rebuilt(
-        self, name: str, index: Any, create: Any, generation: int, *, vectors: bool, reason: str = ""
-    ) -> Any:
-        """`index` if it was saved at the database's `generation`, else a new one (`create`) filled from the
-        database and saved at that generation."""
+    def _opened(self, name: str, engine: Any, manifest: Manifest, *, new: bool) -> Any:
+        """One derived index: a shared one attached (`_attached`); a local one new and empty (`new`), else the saved
+        one if it is current and fits the corpus, else one rebuilt from the database."""
+        size, generation = manifest.passages, manifest.generation
+        if engine.shared:
+            return self._attached(engine, self._site, vectors=name == "vector")
+        if new:
+            return engine.at(self._site, fresh=True, size=0)
+        index = engine.at(self._site, fresh=False, size=size)
         saved = index.saved_generation() if index is not None else None
-        if index is not None and saved == generation and not reason:
+        if index is not None and saved == generation:
             return index
-        log.warning(
-            "%s index in %s %s, the database at %d: rebuilding it from the database", name, self.path,
-            reason or ("missing or unusable" if index is None else f"saved at generation {saved}"), generation,
-        )  # fmt: skip
-        if index is not None and not reason:
+        why = "missing or unusable" if index is None else f"saved at generation {saved}"
+        if index is not None:
             index.close()
             index = None  # the engine's own threads go with the last reference
+        return self._rebuilt(name, why, lambda: engine.at(self._site, fresh=True, size=size), generation)
+
+    def _rebuilt(self, name: str, why: str, create: Any, generation: int) -> Any:
+        """A new index (`create`) filled from the database and saved at its `generation`."""
+        log.warning(
+            "%s index in %s %s, the database at %d: rebuilding it from the database", name, self.path, why, generation
+        )
+        vectors = name == "vector"
         started = time.perf_counter()
         index = create()
         total = 0
@@ -241,10 +239,8 @@ class DerivedIndexes:
         if old.shared or old.fits(size):
             return
         engine, site = self._engines[0], self._site
-        new = self._current_or_rebuilt(
-            "vector", old, lambda: engine.at(site, fresh=True, size=size), generation, vectors=True,
-            reason=f"is a {old.kind} index of {len(old)} vectors",
-        )  # fmt: skip
+        why = f"is a {old.kind} index of {size} vectors"
+        new = self._rebuilt("vector", why, lambda: engine.at(site, fresh=True, size=size), generation)
         with self._published.writing():
             self._vector = new
         old.close()
