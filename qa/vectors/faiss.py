@@ -216,9 +216,10 @@ class FaissIndex(SavedInFolder):
                 keys = np.ascontiguousarray(keys)
                 self._index.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys)))
 
-    def _train_if_pending(self) -> None:
-        """IVF: an index not trained yet is trained on what it holds before it is read."""
-        if self.kind == "ivf" and self._index is None:
+    def _train_if_pending(self, *, even_empty: bool = False) -> None:
+        """IVF: an index not trained yet is trained on the vectors it holds (`even_empty`: also on none) before it is
+        read."""
+        if self.kind == "ivf" and self._index is None and (self._pending or even_empty):
             with self._lock.writing():
                 if self._index is None:
                     self._train_pending()
@@ -333,7 +334,7 @@ class FaissIndex(SavedInFolder):
     # --- persistence ----------------------------------------------------------------------------
     def save(self, generation: int) -> None:
         directory = self.directory
-        self._train_if_pending()
+        self._train_if_pending(even_empty=True)
         with self._lock.reading():  # writing the file only reads the index: searches go on beside it
             assert self._index is not None
             if self._mapped_from is None or self._mapped_from[0] != directory / INDEX_FILE:
