@@ -208,3 +208,33 @@ def test_a_write_past_the_size_for_another_kind_leaves_that_kind_and_the_next_op
     assert reopened.index.kind == "hnsw" and len(reopened.index) == reopened.manifest().passages
     assert (tmp_path / "idx" / FAISS_FILE).stat().st_mtime_ns == saved.st_mtime_ns
     reopened.close()
+
+
+def test_qa_index_leaves_the_kind_the_server_wants(tmp_path, monkeypatch, caplog):
+    """A bulk build (`open_index`, as `qa index` runs it) past the size that calls for HNSW: opening it again, as
+    `qa serve` does, rebuilds nothing."""
+    import shutil
+
+    from qa.config import Settings
+    from qa.indexing import open_index
+    from tests.test_indexing import SEEDS
+
+    monkeypatch.setattr("qa.vectors.faiss.FLAT_MAX", 8)
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    settings = Settings(data_dir=tmp_path / "data", seeds=seeds)
+
+    def rebuilt_at_open() -> list[str]:  # (the write that crosses the size rebuilds the index: that is the point)
+        messages = [r.getMessage() for r in caplog.records]
+        return [m for m in messages if "rebuilding" in m and ("missing or unusable" in m or "saved at" in m)]
+
+    with caplog.at_level("INFO"):
+        built = open_index(settings, ENC)  # builds aside, swaps it in, opens it, writes the seeds
+        assert built.manifest().passages >= 8 and built.index.kind == "hnsw"
+        assert rebuilt_at_open() == []
+        built.close()
+        saved = (settings.index_dir / FAISS_FILE).stat()
+        served = open_index(settings, ENC)
+    assert rebuilt_at_open() == []
+    assert served.index.kind == "hnsw" and (settings.index_dir / FAISS_FILE).stat().st_mtime_ns == saved.st_mtime_ns
+    served.close()
