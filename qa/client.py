@@ -369,7 +369,8 @@ class Client(_ClientBase[httpx.Client, httpx.BaseTransport]):
         return self._send(_ask_batch(questions, top_k, options))
 
     def add_articles(self, articles: Iterable[ArticleIn | Mapping[str, Any]]) -> IndexedArticles:
-        """Add or replace (by id) articles; returns each one's passage count."""
+        """Add or replace (by id) articles, each with its `title` and `body` or its web page's `html` (`ArticleIn` or a
+        dict); returns each one's passage count."""
         return self._send(_add_articles(articles))
 
     def delete_article(self, article_id: str) -> DeletedArticle:

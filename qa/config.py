@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     seeds: Path = Field(
         default_factory=lambda: _project_root() / "seeds",
-        description="Articles indexed at start-up (a folder of .txt/.jsonl, or one file).",
+        description="Articles indexed at start-up (a folder of .txt/.html/.jsonl, or one file).",
     )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `qa serve` listens on.")

@@ -1,7 +1,8 @@
-"""Raw news articles (scraped .txt pages, JSONL/API records) → clean `Article`s.
+"""Raw news articles (scraped .txt pages, HTML pages, JSONL/API records) → clean `Article`s.
 
 Site debris (comment forms, related-article links, image captions, broken-encoding lines) is dropped;
-title, date, source and author are lifted out of the page layout by general rules, not per-file ones.
+title, date, source and author are lifted out of the page layout by general rules, not per-file ones. An HTML
+page's main text and metadata come from trafilatura (`qa.webpage`); its text is then cleaned by the same rules.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from qa.dates import VIETNAM_TZ
 from qa.domain import Article
 from qa.files import JSONLError, read_jsonl
+from qa.schemas import BODY_OR_HTML
 from qa.text import canonical_tones, normalize
+from qa.webpage import Page, extract_page
 
 __all__ = [
     "ArticleError",
     "article_from_record",
     "parse_article",
+    "parse_html",
     "parse_published_at",
     "read_articles",
 ]
@@ -39,16 +43,18 @@ class ArticleError(ValueError):
 
 _DATE = r"(?P<day>\d{1,2})[/.-](?P<month>\d{1,2})[/.-](?P<year>\d{4})"
 _TIME = r"(?P<hour>\d{1,2})(?::|h|\s*giờ\s*)(?P<minute>\d{2})(?:\s*phút)?"
-# Decorations seen around timestamps: "Thứ Năm, ", "Cập nhật: ", "(GMT+7)", brackets and bullets.
+# Decorations seen around timestamps: "Thứ Năm, ", "Cập nhật lúc ", "ngày ", "lúc ", "(GMT+7)", brackets and
+# bullets: "Thứ hai, 11/4/2019, 16:37 (GMT+7)", "Thứ Ba, ngày 12/04/2019 08:15", "08:15 ngày 12/04/2019".
 _STAMP_PREFIX = (
-    r"(?:(?:cập nhật|ngày đăng|đăng lúc|đăng ngày|xuất bản)\s*:?\s*)?"
+    r"(?:(?:cập nhật|ngày đăng|đăng lúc|đăng ngày|xuất bản)(?:\s+lúc)?\s*:?\s*)?"
     r"(?:(?:thứ\s+(?:hai|ba|tư|năm|sáu|bảy|[2-7])|chủ\s+nhật|t[2-7]|cn)\s*[,-]?\s*)?"
 )
-_STAMP_SUFFIX = r"(?:\s*\(?\s*GMT\s*\+\s*0?7(?::?00)?\s*\)?)?"
-_SEP = r"[\s,|\-–]*"
+_STAMP_SUFFIX = r"(?:\s*\(?\s*(?:GMT|UTC)\s*\+\s*0?7(?::?00)?\s*\)?)?"
+_SEP = r"[\s,|\-–]*(?:lúc\s+)?"
+_ON_DAY = r"(?:ngày\s+)?"
 _STAMP_PATTERNS = tuple(
     re.compile(rf"{_STAMP_PREFIX}{body}{_STAMP_SUFFIX}", re.IGNORECASE)
-    for body in (rf"{_DATE}(?:{_SEP}{_TIME})?", rf"{_TIME}{_SEP}{_DATE}")
+    for body in (rf"{_ON_DAY}{_DATE}(?:{_SEP}{_TIME})?", rf"{_TIME}[\s,|\-–]*{_ON_DAY}{_DATE}")
 )
 _STAMP_TRIM = "()[]|•·*-–— "
 
@@ -340,8 +346,9 @@ def _body_paragraphs(lines: list[str], title: str) -> list[str]:
     return paragraphs
 
 
-def _fingerprint(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+def _fingerprint(raw: str | bytes) -> str:
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_article(raw: str, article_id: str) -> Article:
@@ -366,6 +373,46 @@ def parse_article(raw: str, article_id: str) -> Article:
         source=source or credit,
         author=header.author or author,
         fingerprint=_fingerprint(raw),
+    )
+
+
+# --- HTML pages -------------------------------------------------------------------------------------
+
+
+def _headline_stamp(page: Page) -> datetime | None:
+    """The Vietnamese date line printed nearest the headline, if any."""
+    for line in page.headline_lines:
+        if (stamp := _parse_vietnamese_stamp(line)) is not None:
+            return _to_local_minute(stamp)
+    return None
+
+
+def parse_html(html: str | bytes, article_id: str, url: str | None = None) -> Article:
+    """Parse one news page given as HTML (bytes: in its declared or detected encoding) into a clean `Article`.
+
+    trafilatura finds the main text, title, date, author and site name; the text, headed by the title, is then
+    cleaned as a scraped page is (`parse_article`). The date is the Vietnamese date line beside the headline,
+    else one in the text's header, else the markup's (JSON-LD, OpenGraph, <time>); the source is the text's own
+    lead or credit ("(TTXVN) -", "Nguồn: TTXVN"), else the site name; the author is the page's metadata, else the
+    text's signature. The fingerprint is the SHA-256 of `html`. Raises ArticleError.
+    """
+    _check_id(article_id)
+    page = extract_page(html, url)
+    if page is None:
+        raise ArticleError(f"article {article_id!r}: no article text found in the HTML")
+    first_line = normalize(page.text).lstrip().split("\n", 1)[0]
+    # A page whose text keeps its <h1> already starts with the title; heading it again would make the title a
+    # "repeated title" in the body, and the line under it (an unpunctuated lead) its caption.
+    starts_with_title = page.title is None or _casefold_key(first_line) == _casefold_key(normalize(page.title))
+    article = parse_article(page.text if starts_with_title else f"{page.title}\n\n{page.text}", article_id)
+    markup_date = parse_published_at(page.date) if page.date else None
+    return replace(
+        article,
+        published_at=_headline_stamp(page) or article.published_at or markup_date,
+        source=article.source or page.site_name,
+        author=page.author or article.author,
+        url=page.url,
+        fingerprint=_fingerprint(html),
     )
 
 
@@ -423,33 +470,61 @@ def _record_fingerprint(record: Mapping[str, object]) -> str:
     return _fingerprint(canonical)
 
 
-def article_from_record(record: Mapping[str, object]) -> Article:
-    """A structured record {id, title, body, published_at?, source?, url?, author?} → `Article`.
+def _record_text(record: Mapping[str, object]) -> tuple[str, str]:
+    """Which of 'body' and 'html' the record gives, and its value: exactly one of them."""
+    given = [field for field in ("body", "html") if record.get(field) is not None]
+    if len(given) != 1:
+        raise ArticleError(f"{BODY_OR_HTML}; got {'both' if given else 'neither'}")
+    return given[0], _required_text(record, given[0])
 
-    Records are trusted to hold article text only (no page debris): the body is normalised and its
+
+def _article_from_html(record: Mapping[str, object], article_id: str, html: str) -> Article:
+    # The page says what the record does not: a field the record gives wins over the page's.
+    page = parse_html(html, article_id, url=_optional_text(record, "url"))
+    title = _optional_text(record, "title")
+    published_at = _record_published_at(record)
+    source, author = _optional_text(record, "source"), _optional_text(record, "author")
+    return replace(
+        page,
+        title=title or page.title,
+        published_at=published_at or page.published_at,
+        source=source or page.source,
+        author=author or page.author,
+    )
+
+
+def article_from_record(record: Mapping[str, object]) -> Article:
+    """A structured record {id, title, body, published_at?, source?, url?, author?} → `Article`; or one with the
+    page's `html` instead of `body` (the title optional), read by `parse_html`.
+
+    Records with a body are trusted to hold article text only (no page debris): the body is normalised and its
     paragraphs re-joined with blank lines. Unknown fields are ignored. Raises ArticleError.
     """
     if not isinstance(record, Mapping):
-        raise ArticleError(f"expected an object with id, title and body, got {type(record).__name__}")
+        raise ArticleError(f"expected an object with id, title and body (or html), got {type(record).__name__}")
     article_id = _check_id(record.get("id"))
-    title = " ".join(_required_text(record, "title").split())
-    paragraphs = [line for line in _required_text(record, "body").split("\n") if line]
-    source, author, url = (_optional_text(record, field) for field in _RECORD_TEXT_FIELDS)
-    return Article(
-        id=article_id,
-        title=title,
-        body="\n\n".join(paragraphs),
-        published_at=_record_published_at(record),
-        source=source,
-        author=author,
-        url=url,
-        fingerprint=_record_fingerprint(record),
-    )
+    field, text = _record_text(record)
+    if field == "html":
+        article = _article_from_html(record, article_id, text)
+    else:
+        title = " ".join(_required_text(record, "title").split())
+        source, author, url = (_optional_text(record, name) for name in _RECORD_TEXT_FIELDS)
+        article = Article(
+            id=article_id,
+            title=title,
+            body="\n\n".join(line for line in text.split("\n") if line),
+            published_at=_record_published_at(record),
+            source=source,
+            author=author,
+            url=url,
+        )
+    return replace(article, fingerprint=_record_fingerprint(record))
 
 
 # --- files ------------------------------------------------------------------------------------------
 
-_SUFFIXES = (".txt", ".jsonl")
+_PAGE_SUFFIXES = (".txt", ".html", ".htm")  # one article per file, its id the file's stem
+_SUFFIXES = (*_PAGE_SUFFIXES, ".jsonl")
 
 
 def _read_text(path: Path) -> str:
@@ -468,26 +543,34 @@ def _read_jsonl(path: Path) -> Iterator[Article]:
         raise ArticleError(str(error)) from error
 
 
-def _read_file(path: Path) -> Iterator[Article]:
+def _read_page(path: Path) -> Article:
     if path.suffix == ".txt":
+        return parse_article(_read_text(path), path.stem)
+    # Bytes: the page's own charset declaration (or detection) decides how it is decoded.
+    return parse_html(path.read_bytes(), path.stem)
+
+
+def _read_file(path: Path) -> Iterator[Article]:
+    if path.suffix == ".jsonl":
+        yield from _read_jsonl(path)
+    elif path.suffix in _PAGE_SUFFIXES:
         try:
-            yield parse_article(_read_text(path), path.stem)
+            yield _read_page(path)
         except ArticleError as error:
             raise ArticleError(f"{path}: {error}") from error
-    elif path.suffix == ".jsonl":
-        yield from _read_jsonl(path)
     else:
-        raise ArticleError(f"{path}: unsupported file type {path.suffix!r}; expected .txt or .jsonl")
+        raise ArticleError(f"{path}: unsupported file type {path.suffix!r}; expected .txt, .html, .htm or .jsonl")
 
 
 def read_articles(paths: Iterable[str | Path]) -> Iterator[Article]:
-    """Articles from .txt files (id = file stem), .jsonl files and directories of both (sorted, flat)."""
+    """Articles from .txt and .html/.htm pages (id = file stem), .jsonl files, and directories of them (sorted,
+    flat)."""
     for item in paths:
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
             if not files:
-                logger.warning("%s: no .txt or .jsonl files", path)
+                logger.warning("%s: no .txt, .html, .htm or .jsonl files", path)
             for file in files:
                 yield from _read_file(file)
         elif path.is_file():

@@ -55,18 +55,33 @@ passages = sa.Table(
 )
 sa.Index("passages_article", passages.c.article_id, passages.c.ordinal)
 
-# Optional: one vector per sentence of a passage, float16 [sentences, dim], L2-normalised, in sentence order.
-sentence_vectors = sa.Table(
-    "sentence_vectors",
-    metadata,
-    sa.Column(
+
+def _passage_key() -> sa.Column[int]:
+    """The primary key of a table of one row per passage, deleted with it."""
+    return sa.Column(
         "key",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
         sa.ForeignKey("passages.key", ondelete="CASCADE"),
         primary_key=True,
         autoincrement=False,
-    ),
+    )
+
+
+# Optional: one vector per sentence of a passage, float16 [sentences, dim], L2-normalised, in sentence order.
+sentence_vectors = sa.Table(
+    "sentence_vectors",
+    metadata,
+    _passage_key(),
     sa.Column("vectors", sa.LargeBinary, nullable=False),
+)
+
+# What answer selection reads of each sentence of a passage, then of its article's title (`qa.reading.dumps`): read
+# once when the passage is stored, not at every question. A passage stored before this table has none (read then).
+passage_readings = sa.Table(
+    "passage_readings",
+    metadata,
+    _passage_key(),
+    sa.Column("readings", sa.Text, nullable=False),
 )
 
 # Optional, with the sentence vectors: the title read as a sentence, float16 [dim], L2-normalised.

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 SEED = "seed"
 API = "api"
 FILE = "file"
+
+
+WriteStatus = Literal["created", "updated", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,15 @@ class Indexer:
             titles = list(vectors[row : row + len(pending)])
             self.store.upsert(items, origin=origin, sentence_vectors=sentences, title_vectors=titles)
         return {a.id: len(p) for a, p in pending}
+
+    def statuses(self, articles: Sequence[Article]) -> dict[str, WriteStatus]:
+        """What writing each of `articles` would do, by id: "created" (not stored), "updated" (stored with another
+        fingerprint) or "unchanged" (stored with the same: indexing it again would change nothing)."""
+        known = self.store.fingerprints(ids=[a.id for a in articles])
+        return {
+            a.id: "created" if a.id not in known else "updated" if a.differs_from(known) else "unchanged"
+            for a in articles
+        }
 
     def delete(self, article_ids: Iterable[str]) -> int:
         return self.store.delete(article_ids)

@@ -34,6 +34,7 @@ from qa.query import Query
 from qa.schemas import Filters
 from qa.scoring import scaled, zscores
 from qa.store import Store, StoredPassage
+from qa.timing import StageObserver, timed
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class SearchResult:
     hits: list[Hit]
     total: int  # ranked passages that passed the filters (within the candidate pool), before paging
     answer: HitAnswer | None = None  # None: not asked for, or no credible answer among the top hits
+    # The top `ANSWER_HITS` hits as the answer selector saw them, in fused order (benchmarks/fit_answer.py fits them).
+    evidence: list[Evidence] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +203,7 @@ class Retriever:
         min_score: float | None = None,
         one_per_article: bool = False,
         with_highlights: bool = True,
+        stages: StageObserver | None = None,
     ) -> list[SearchResult]:
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
@@ -209,19 +213,15 @@ class Retriever:
             return []
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
-        rankings, vectors = self._candidates(queries, depth, scope)
+        rankings, vectors = self._candidates(queries, depth, scope, stages)
         ranked = [r.candidates for r in rankings]
         # The top hits are reordered by their answers, and the answer chosen among them, whichever page is asked for.
         want = max(offset + top_k, ANSWER_HITS)
-        if one_per_article:
-            # Which candidates an article already holds is only known from their records: fetch them all.
-            records = self.store.passages_by_key(sorted({c.key for row in ranked for c in row}))
-            leads = [self._assemble(row, records, min_score, one_per_article) for row in ranked]
-            totals = [len(hits) for hits in leads]
-        else:
-            leads, totals = self._leading(ranked, want, min_score)
+        with timed(stages, "hydrate"):
+            leads, totals, records = self._hydrated(ranked, want, min_score, one_per_article)
         known = [r.sentences for r in rankings]
-        return self._answered(queries, vectors, leads, totals, known, offset, top_k, with_highlights)
+        with timed(stages, "answer"):
+            return self._answered(queries, vectors, leads, totals, records, known, offset, top_k, with_highlights)
 
     def _answered(
         self,
@@ -229,31 +229,22 @@ class Retriever:
         vectors: np.ndarray | None,
         leads: list[list[Hit]],
         totals: list[int],
+        records: dict[int, StoredPassage],
         known: list[dict[int, np.ndarray]],
         offset: int,
         top_k: int,
         with_highlights: bool,
     ) -> list[SearchResult]:
         """Each page: the top `ANSWER_HITS` hits reordered by their answers (`_reranked`), and, `with_highlights`,
-        the highlights of the page and the answer chosen among the top hits (`qa.answer`)."""
+        the highlights of the page and the answer chosen among the top hits (`qa.answer`). Without highlights
+        only the top hits are read, for the order (a page's order does not depend on whether it is highlighted)."""
         shown = [lead[: max(offset + top_k, ANSWER_HITS)] for lead in leads]
         scored = shown if with_highlights else [lead[:ANSWER_HITS] for lead in shown]
         cosines = self._sentence_cosines(vectors, scored, known)
-        titles = (
-            self.store.title_vectors([h.article.id for lead in scored for h in lead]) if vectors is not None else {}
-        )
         out = []
         for i, (query, lead, total) in enumerate(zip(queries, scored, totals, strict=True)):
-            evidence = [
-                Evidence(
-                    h.passage,
-                    h.article.title,
-                    h.score,
-                    cosines[i].get(h.key),
-                    None if vectors is None or h.article.id not in titles else float(titles[h.article.id] @ vectors[i]),
-                )
-                for h in lead
-            ]
+            vector = None if vectors is None else vectors[i]
+            evidence = [_evidence(h, records[h.key], cosines[i].get(h.key), vector) for h in lead]
             top = self.answers.select(query, evidence[:ANSWER_HITS], self.store.idf)
             spans = dict(zip([h.key for h in lead], top.highlights, strict=False))
             if len(lead) > ANSWER_HITS:  # the page reaches past the answer's hits: their highlights apart
@@ -279,7 +270,7 @@ class Retriever:
                 in_title = top.answer.span is None
                 span = (0, len(hit.article.title)) if top.answer.span is None else top.answer.span
                 answer = HitAnswer(hit, top.answer.text, span, in_title, top.answer.score)
-            out.append(SearchResult(hits=hits[offset : offset + top_k], total=total, answer=answer))
+            out.append(SearchResult(hits[offset : offset + top_k], total, answer, evidence[:ANSWER_HITS]))
         return out
 
     def _sentence_cosines(
@@ -330,22 +321,29 @@ class Retriever:
                     self._sentence_cache.move_to_end(t)
         return np.stack([cached[t] for t in texts])
 
-    def _candidates(self, queries: list[Query], depth: int, scope: Scope) -> tuple[list[_Ranking], np.ndarray | None]:
+    def _candidates(
+        self, queries: list[Query], depth: int, scope: Scope, stages: StageObserver | None = None
+    ) -> tuple[list[_Ranking], np.ndarray | None]:
         """Each question's ranking, and the question vectors (None in lexical mode)."""
         if self.mode == "lexical":
-            return [_Ranking(_lexical_only(self.store.search_lexical(q, depth, scope=scope))) for q in queries], None
-        vectors = self.encoder.encode_queries([q.text for q in queries])
-        scores, keys = self.store.search(vectors, depth, scope=scope)
+            with timed(stages, "lexical"):
+                found = [self.store.search_lexical(q, depth, scope=scope) for q in queries]
+            return [_Ranking(_lexical_only(hits)) for hits in found], None
+        with timed(stages, "encode"):
+            vectors = self.encoder.encode_queries([q.text for q in queries])
+        with timed(stages, "dense"):
+            scores, keys = self.store.search(vectors, depth, scope=scope)
         dense_rows = [
             {int(k): float(s) for s, k in zip(srow, krow, strict=True) if k >= 0}
             for srow, krow in zip(scores, keys, strict=True)
         ]
         if self.mode == "dense":
             return [_Ranking([Candidate(k, s, dense_score=s) for k, s in row.items()]) for row in dense_rows], vectors
-        return [
-            self._hybrid(query, vector, dense, depth, scope)
-            for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
-        ], vectors
+        with timed(stages, "lexical"):
+            return [
+                self._hybrid(query, vector, dense, depth, scope)
+                for query, vector, dense in zip(queries, vectors, dense_rows, strict=True)
+            ], vectors
 
     def _hybrid(self, query: Query, vector: np.ndarray, dense: dict[int, float], depth: int, scope: Scope) -> _Ranking:
         if query.foreign:
@@ -381,14 +379,15 @@ class Retriever:
             return None
         return stored
 
-    def _leading(
-        self, ranked: list[list[Candidate]], want: int, min_score: float | None
-    ) -> tuple[list[list[Hit]], list[int]]:
-        """Each row's first `want` hits and its total, fetching records only for the candidates that can reach them.
+    def _hydrated(
+        self, ranked: list[list[Candidate]], want: int, min_score: float | None, one_per_article: bool
+    ) -> tuple[list[list[Hit]], list[int], dict[int, StoredPassage]]:
+        """Each row's hits (its first `want`; all of them, one per article, with `one_per_article`), its total, and
+        the records read, fetching records only for the candidates that can reach the hits.
 
         Candidates are fetched in rounds (one query for all rows per round) until each row holds `want` hits: a
         passage deleted between search and lookup makes room for the next. `total` counts the ranked
-        candidates at or above `min_score`, less the deleted ones seen.
+        candidates at or above `min_score`, less the deleted ones seen (and, one per article, the hits).
         """
         limits = []
         for row in ranked:
@@ -397,44 +396,40 @@ class Retriever:
                 n = next((i for i, c in enumerate(row) if c.score < min_score), n)
             limits.append(n)
         hits: list[list[Hit]] = [[] for _ in ranked]
+        articles: list[set[str]] = [set() for _ in ranked]
         seen = [0] * len(ranked)  # candidates looked up so far, per row
         gone = [0] * len(ranked)  # of which deleted
+        records: dict[int, StoredPassage] = {}
         while True:
-            batch = [row[seen[i] : min(seen[i] + want - len(hits[i]), limits[i])] for i, row in enumerate(ranked)]
+            batch = [
+                row[seen[i] : limits[i] if one_per_article else min(seen[i] + want - len(hits[i]), limits[i])]
+                for i, row in enumerate(ranked)
+            ]
             if not any(batch):
                 break
-            records = self.store.passages_by_key(sorted({c.key for part in batch for c in part}))
+            records.update(self.store.passages_by_key(sorted({c.key for part in batch for c in part} - records.keys())))
             for i, part in enumerate(batch):
                 for c in part:
                     record = records.get(c.key)
                     if record is None:  # deleted between search and lookup
                         gone[i] += 1
                         continue
+                    if one_per_article:
+                        if record.article.id in articles[i]:
+                            continue
+                        articles[i].add(record.article.id)
                     hits[i].append(_hit(c, record))
                 seen[i] += len(part)
-        return hits, [limit - g for limit, g in zip(limits, gone, strict=True)]
+        if one_per_article:
+            return hits, [len(row) for row in hits], records
+        return hits, [limit - g for limit, g in zip(limits, gone, strict=True)], records
 
-    @staticmethod
-    def _assemble(
-        row: list[Candidate],
-        records: dict[int, StoredPassage],
-        min_score: float | None,
-        one_per_article: bool,
-    ) -> list[Hit]:
-        hits: list[Hit] = []
-        seen_articles: set[str] = set()
-        for c in row:
-            record = records.get(c.key)
-            if record is None:  # deleted between search and lookup
-                continue
-            if min_score is not None and c.score < min_score:
-                break
-            if one_per_article:
-                if record.article.id in seen_articles:
-                    continue
-                seen_articles.add(record.article.id)
-            hits.append(_hit(c, record))
-        return hits
+
+def _evidence(hit: Hit, record: StoredPassage, cosines: np.ndarray | None, vector: np.ndarray | None) -> Evidence:
+    """`hit` as the answer selector sees it: `cosines` its sentences' with the question vector `vector` (None in
+    lexical mode), the title's cosine when the index stores title vectors, the readings the index stores."""
+    title = None if vector is None or record.title_vector is None else float(record.title_vector @ vector)
+    return Evidence(hit.passage, hit.article.title, hit.score, cosines, title, record.decoded_readings())
 
 
 def _hit(candidate: Candidate, record: StoredPassage) -> Hit:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -229,8 +229,11 @@ class AskBatchResponse(BaseModel):
 # --- articles --------------------------------------------------------------------------------------
 
 
+BODY_OR_HTML = "give exactly one of 'body' (the article text) or 'html' (the article's web page)"
+
+
 class ArticleIn(BaseModel):
-    """One article to add or replace (upsert by `id`)."""
+    """One article to add or replace (upsert by `id`): its text (`body`, with a `title`), or its web page (`html`)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -242,8 +245,21 @@ class ArticleIn(BaseModel):
                     "body": "Sáng 9/7, UBND TP Hà Nội khánh thành cầu ...",
                     "published_at": "2020-07-09T14:02:00+07:00",
                     "source": "VnExpress",
-                }
-            ]
+                },
+                {
+                    "id": "hanoi-cau-moi",
+                    "html": "<html><head><title>Hà Nội khánh thành cầu mới</title></head><body>...</body></html>",
+                    "url": "https://example.vn/hanoi-cau-moi.html",
+                },
+            ],
+            # Exactly one of body (with a title) and html: the validator below, spelt for the schema's readers.
+            "oneOf": [
+                {
+                    "required": ["body", "title"],
+                    "properties": {"body": {"type": "string"}, "title": {"type": "string"}},
+                },
+                {"required": ["html"], "properties": {"html": {"type": "string"}}},
+            ],
         },
     )
 
@@ -253,14 +269,38 @@ class ArticleIn(BaseModel):
         pattern=r"^[^\s/\\]+$",
         description="Your id for the article: no whitespace, '/' or '\\'. An existing id is replaced.",
     )
-    title: Text = Field(min_length=1, max_length=1000, description="Headline.")
-    body: Text = Field(min_length=1, description="Article text; paragraphs separated by newlines.")
+    title: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Headline: required with `body`; with `html`, read from the page when not given.",
+    )
+    body: Text | None = Field(
+        None, min_length=1, description="Article text; paragraphs separated by newlines. Give `body` or `html`."
+    )
+    html: Text | None = Field(
+        None,
+        min_length=1,
+        description="The article's web page, instead of `body`: its main text, title, date, author and site name "
+        "are read from it (fields given here win over the page's).",
+    )
     published_at: Text | None = Field(
         None, description="ISO 8601 (`2020-07-09T14:02:00+07:00`) or `dd/mm/yyyy [HH:MM]` (Vietnam time)."
     )
     source: Text | None = Field(None, max_length=500, description="Publisher, e.g. `ANTD.VN`.")
     author: Text | None = Field(None, max_length=500)
     url: Text | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _body_or_html(self) -> ArticleIn:
+        if (self.body is None) == (self.html is None):
+            got = "neither" if self.body is None else "both"
+            raise PydanticCustomError("body_or_html", "{expected}; got {got}", {"expected": BODY_OR_HTML, "got": got})
+        if self.body is not None and self.title is None:
+            raise PydanticCustomError(
+                "title_required", "'title' is required with 'body' (with 'html' it is read from the page)"
+            )
+        return self
 
 
 class ArticlesIn(BaseModel):
@@ -272,12 +312,17 @@ class ArticlesIn(BaseModel):
 class IndexedArticle(BaseModel):
     id: str
     passages: int = Field(description="Passages the article was split into.")
-    created: bool = Field(description="False when an article with this id was replaced.")
+    created: bool = Field(description="False when an article with this id was already stored.")
+    status: Literal["created", "updated", "unchanged"] | None = Field(
+        None,
+        description="`created`: new; `updated`: replaced an article of this id; `unchanged`: the stored article of "
+        "this id has the same content, so nothing was encoded or written. Absent from servers older than the field.",
+    )
 
 
 class IndexedArticles(BaseModel):
     data: list[IndexedArticle]
-    count: int = Field(description="Articles written.")
+    count: int = Field(description="Articles in the request (unchanged ones included).")
     took_ms: float
 
 

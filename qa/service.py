@@ -13,6 +13,7 @@ from qa.indexing import Indexer, open_index
 from qa.retriever import Hit, HitAnswer, Retriever
 from qa.schemas import Answer, ArticleRef, AskHit, AskResponse, Scores, SearchOptions, Span
 from qa.store import Store
+from qa.timing import StageObserver
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ class Service:
         )
         return cls(settings, encoder, store, indexer, Retriever(store, encoder), seconds)
 
-    def ask(self, questions: Sequence[str], options: SearchOptions) -> list[AskResponse]:
-        """The answers to `questions` as the API gives them (one response each, in order)."""
+    def ask(
+        self, questions: Sequence[str], options: SearchOptions, *, stages: StageObserver | None = None
+    ) -> list[AskResponse]:
+        """The answers to `questions` as the API gives them (one response each, in order); `stages` is told how long
+        each stage of the search took (`qa.timing`)."""
         started = time.perf_counter()
         results = self.retriever.search_many(
             questions,
@@ -62,6 +66,7 @@ class Service:
             min_score=options.min_score,
             one_per_article=options.one_per_article,
             with_highlights=options.highlight,
+            stages=stages,
         )
         took_ms = round((time.perf_counter() - started) * 1000, 2)
         return [

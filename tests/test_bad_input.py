@@ -124,6 +124,8 @@ def test_bad_batch_bodies_are_422(url, body):
 # --- articles -------------------------------------------------------------------------------------
 
 BODY = "Sáng 9/7, UBND quận Cầu Giấy khánh thành cầu đi bộ qua sông Tô Lịch. Cây cầu dài 45 mét."
+# A page whose text (about 300,000 characters) is longer than an article's body may be.
+LONG_PAGE = "".join(f"<p>Đoạn {i}: Hà Nội khánh thành cầu đi bộ qua sông Tô Lịch.</p>" for i in range(6_000))
 
 
 def _article(article_id: str, **fields: object) -> dict[str, object]:
@@ -143,6 +145,8 @@ def _exists(url: str, article_id: str) -> bool:
         ({"id": "bad-untitled", "body": BODY}, "title"),
         (_article("bad-blank-title", title="\x00\x01"), "title"),
         (_article("bad-big", body="Hà Nội mở cầu mới. " * 260_000), "body"),  # 5 MB
+        ({"id": "bad-big-page", "html": "<p>Hà Nội mở cầu mới.</p>" * 90_000}, "html"),  # 2.3 MB of HTML
+        ({"id": "bad-long-page", "html": LONG_PAGE}, "html (id 'bad-long-page'): the text read from it"),
         (_article("bad-date", published_at="July 9th 2020"), "published_at"),
         (_article("bad-date2", published_at="2020-13-45"), "published_at"),
         (_article("bad-date3", published_at="9/7/20"), "published_at"),
@@ -152,8 +156,8 @@ def _exists(url: str, article_id: str) -> bool:
         (_article("x" * 201), "id"),
         (_article(""), "id"),
     ],
-    ids=["blank-body", "no-title", "control-title", "5MB-body", "date-words", "date-impossible", "date-short",
-         "date-vietnamese", "date-number", "long-title", "long-id", "empty-id"],
+    ids=["blank-body", "no-title", "control-title", "5MB-body", "2MB-page", "long-page-text", "date-words",
+         "date-impossible", "date-short", "date-vietnamese", "date-number", "long-title", "long-id", "empty-id"],
 )  # fmt: skip
 def test_bad_articles_are_rejected_naming_the_field(url, article, names):
     _rejected(_post(url, "/v1/articles", {"articles": [article]}), names=names)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from qa.cli import build_parser, main
 from qa.dates import EXPECTED
 from qa.schemas import Filters
+
+HTML_PAGES = Path(__file__).resolve().parent / "fixtures" / "html"
 
 
 @pytest.fixture
@@ -62,13 +66,14 @@ def test_index_missing_path_is_a_clear_error(env, capsys, tmp_path):
     assert err.startswith("qa: ") and "nope.jsonl" in err
 
 
-def test_index_jsonl_then_ask(monkeypatch, capsys, tmp_path, default_model_dir):
-    """A fresh index with no seeds, one article from a JSONL file, then a question about it."""
+def test_index_folder_of_jsonl_and_html_then_ask(monkeypatch, capsys, tmp_path, default_model_dir):
+    """A fresh index with no seeds, a folder of one JSONL article and one HTML page, then a question about each."""
     monkeypatch.setenv("QA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("QA_MODELS_DIR", str(default_model_dir.parent))
     (tmp_path / "no-seeds").mkdir()
     monkeypatch.setenv("QA_SEEDS", str(tmp_path / "no-seeds"))
-    path = tmp_path / "extra.jsonl"
+    folder = tmp_path / "articles"
+    folder.mkdir()
     record = {
         "id": "cli-test-1",
         "title": "Hồ Gươm đón khách du lịch",
@@ -76,13 +81,17 @@ def test_index_jsonl_then_ask(monkeypatch, capsys, tmp_path, default_model_dir):
         "published_at": "2024-05-01T08:00:00",
         "source": "Test",
     }
-    path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert main(["index", str(path)]) == 0
+    (folder / "extra.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    shutil.copy(HTML_PAGES / "date_line_only.html", folder / "long-bien.html")
+    assert main(["index", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "indexed 1 articles (1 passages)" in out and "1 articles, 1 passages" in out
+    assert "indexed 2 articles (3 passages)" in out and "2 articles, 3 passages" in out  # the page: 2
     assert main(["ask", "Hồ Hoàn Kiếm đón bao nhiêu lượt khách?", "-k", "1"]) == 0
     out = capsys.readouterr().out
     assert "20.000 lượt khách" in out and "01/05/2024 08:00 · Test" in out
+    assert main(["ask", "Quận Long Biên trồng mới bao nhiêu cây bóng mát?", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "5.000 cây bóng mát" in out and "12/04/2019 08:15 · LBO" in out
 
 
 # --- filters: --from, --to, --source ---------------------------------------------------------------

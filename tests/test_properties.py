@@ -72,6 +72,28 @@ def test_any_record_becomes_an_article_or_a_clear_error(article_id: str, title: 
     _check_cover(article.id, article.body, chunk_article(article))
 
 
+# Page markup and the lines a Vietnamese news page prints, mixed with any text: what a record's `html` may hold.
+MARKUP = ["<p>", "</p>", "<h1>", "</h1>", "<div class='date'>", "</div>", "<script>", "</script>", "<!--", "-->",
+          "<title>", "</title>", "<meta charset='windows-1258'>", "<br>", "&#0;", "&amp;", "\ufeff",
+          "Thứ Ba, ngày 12/04/2019 08:15", "(TTXVN) - ", "Nguồn: TTXVN", "Tin liên quan",
+          '<script type="application/ld+json">{"@type": "NewsArticle", "datePublished": "hôm qua"}</script>',
+          '<meta property="article:published_time" content="2019-04-11T16:37:00+07:00">']  # fmt: skip
+pages = st.lists(st.one_of(st.sampled_from(MARKUP), st.sampled_from(PIECES), any_text), max_size=40).map("".join)
+
+
+@BOUNDED
+@given(pages)
+def test_any_page_becomes_an_article_or_a_clear_error(html: str) -> None:
+    """article_from_record with `html` never fails with anything but ArticleError; what it accepts chunks cleanly."""
+    try:
+        article = article_from_record({"id": "page", "html": html})
+    except ArticleError as exc:
+        assert str(exc)
+        return
+    assert article.title.strip() and article.body.strip() and normalize(article.body) == article.body
+    _check_cover(article.id, article.body, chunk_article(article))
+
+
 @BOUNDED
 @given(any_text)
 def test_accent_helpers_never_raise(text: str) -> None:

@@ -153,3 +153,59 @@ def test_a_question_reads_each_thing_from_the_store_once(service, monkeypatch):
     hits = service.retriever.search("Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", top_k=5, filters=filters).hits
     assert hits and all(h.highlights for h in hits[:1])
     assert calls == dict.fromkeys(names, 1), calls
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("hybrid", ["encode", "search", "dense", "search_lexical", "lexical", "passages_by_key", "hydrate", "answer"]),
+        ("dense", ["encode", "search", "dense", "passages_by_key", "hydrate", "answer"]),
+        ("lexical", ["search_lexical", "lexical", "passages_by_key", "hydrate", "answer"]),
+    ],
+)
+def test_each_stage_is_reported_once_around_its_own_work(service, monkeypatch, mode, expected):
+    """A search reports each stage of its mode once (a batch's questions together), after the store call it
+    times and before the next stage's: the log interleaves the observer's reports with those store calls."""
+    from qa.retriever import Retriever
+
+    log: list[str] = []
+    seconds: list[float] = []
+
+    class Recorder:
+        def observe(self, stage: str, took: float) -> None:
+            log.append(stage)
+            seconds.append(took)
+
+    store = service.store
+    for name in ("search", "search_lexical", "passages_by_key"):
+        original = getattr(store, name)
+
+        def logged(*args, _name=name, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            log.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, logged)
+    retriever = Retriever(store, service.encoder, mode=mode)
+    results = retriever.search_many(["Quận Nam Từ Liêm có bao nhiêu đảng viên?", "dang vien"], stages=Recorder())
+    assert all(r.hits for r in results)
+    # One lexical search per question: both inside the lexical stage.
+    per_question = [e for n in expected for e in ([n, n] if n == "search_lexical" else [n])]
+    assert log == per_question
+    assert all(s >= 0 for s in seconds)
+
+
+def test_observing_the_stages_leaves_the_results_as_they_are(service):
+    """With or without `stages` (the CLI, benchmarks and evals pass none), a search finds the same hits."""
+    from qa.timing import STAGES
+
+    question = "Quận Đống Đa thu ngân sách năm 2020 được bao nhiêu?"
+    reports: list[str] = []
+
+    class Recorder:
+        def observe(self, stage: str, took: float) -> None:
+            reports.append(stage)
+
+    plain = service.retriever.search(question, top_k=3)
+    observed = service.retriever.search_many([question], 3, stages=Recorder())[0]
+    assert [h.passage.id for h in observed.hits] == [h.passage.id for h in plain.hits]
+    assert sorted(reports) == sorted(STAGES)

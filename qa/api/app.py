@@ -16,7 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa import __version__
 from qa.api.errors import ERROR_RESPONSES, BodySizeLimit, install_error_handlers
-from qa.api.routes import articles, ask, health, stats, web
+from qa.api.metrics import Metrics, RequestMetrics
+from qa.api.routes import articles, ask, health, metrics, stats, web
 from qa.config import Settings
 from qa.service import Service
 
@@ -105,8 +106,9 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     app.state.service = service
     app.state.not_ready_reason = "the model and index are still loading; retry in a few seconds"
     app.state.write_lock = asyncio.Lock()
+    app.state.metrics = Metrics(lambda: app.state.service)
     install_error_handlers(app)
-    # The last added runs first: security headers wrap everything, including 413s and CORS preflights.
+    # The last added runs first: security headers wrap the 413s and CORS preflights too, and the metrics wrap all.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # no CORS headers at all unless origins are configured
         app.add_middleware(
@@ -116,9 +118,12 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(SecurityHeaders)
+    # Outermost: every request is counted and timed, those the middlewares above answer themselves included.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(ask.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
     app.include_router(articles.router, responses={k: ERROR_RESPONSES[k] for k in (413, 503)})
     app.include_router(stats.router, responses={503: ERROR_RESPONSES[503]})
     app.include_router(web.router)
+    app.include_router(metrics.router)
     return app

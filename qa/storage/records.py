@@ -19,6 +19,8 @@ from qa import database as db
 from qa.dates import VIETNAM_TZ
 from qa.derived import PassageRow
 from qa.domain import Article, Passage, encoder_input
+from qa.reading import Reading
+from qa.reading import loads as loads_readings
 from qa.schemas import Filters
 
 PASSAGE = db.passages.c
@@ -43,6 +45,11 @@ class StoredPassage:
     key: int
     passage: Passage
     article: Article
+    readings: str | None = None  # what answer selection reads of it (`qa.reading.dumps`); None: stored before them
+    title_vector: np.ndarray | None = None  # its article's title vector (float32), when the index stores them
+
+    def decoded_readings(self) -> list[Reading] | None:
+        return None if self.readings is None else loads_readings(self.readings)
 
 
 def article_row(article: Article, origin: str) -> dict[str, Any]:
@@ -240,14 +247,35 @@ class Records:
         return [passage_from_row(r) for r in rows]
 
     def passages_by_key(self, keys: Sequence[int]) -> dict[int, StoredPassage]:
+        """The passages of `keys` with their articles, readings and title vectors, in one query (a key no longer
+        stored is absent)."""
         if not len(keys):
             return {}
-        query = sa.select(PASSAGE.key, *_PASSAGE_COLUMNS, *db.articles.c).join_from(db.passages, db.articles)
+        readings, titles = db.passage_readings.c, db.title_vectors.c
+        query = (
+            sa.select(
+                PASSAGE.key,
+                *_PASSAGE_COLUMNS,
+                *db.articles.c,
+                readings.readings,
+                titles.vector.label("title_vector"),
+            )
+            .join_from(db.passages, db.articles)
+            .outerjoin(db.passage_readings, readings.key == PASSAGE.key)
+            .outerjoin(db.title_vectors, titles.article_id == ARTICLE.id)
+        )
         rows = self._rows_in(query, PASSAGE.key, [int(k) for k in keys])
         out: dict[int, StoredPassage] = {}
         for row in rows:
             r = row._mapping
-            out[r["key"]] = StoredPassage(r["key"], passage_from_row(r), article_from_row(r))
+            title = r["title_vector"]
+            out[r["key"]] = StoredPassage(
+                r["key"],
+                passage_from_row(r),
+                article_from_row(r),
+                r["readings"],
+                None if title is None else np.frombuffer(title, dtype=np.float16).astype(np.float32),
+            )
         return out
 
     def article(self, article_id: str) -> Article | None:

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 from qa import database as db
 from qa.derived import PassageRow
 from qa.domain import Article, Passage
+from qa.reading import dumps as dumps_readings
+from qa.reading import passage_readings
 from qa.storage.records import ARTICLE, PASSAGE, article_row, chunks, keys_of, passage_rows, passage_rows_to_insert
 
 # What a write stores: articles with their passages and the passages' vectors; optionally per article a vector per
@@ -110,6 +112,8 @@ class Writes:
         if not items:
             return
         self.check(items, sentences, titles)
+        # Read before the transaction: it is pure CPU, and questions need not wait for it.
+        readings = [[dumps_readings(passage_readings(a.title, p)) for p in passages] for a, passages, _ in items]
         ids = [a.id for a, _, _ in items]
         with self.turn():
             self.before_write()
@@ -124,6 +128,10 @@ class Writes:
                     inserted = sa.insert(db.passages).returning(PASSAGE.key, sort_by_parameter_order=True)
                     keys = [int(key) for key in conn.scalars(inserted, rows)]
                     added.extend(keys)
+                    conn.execute(
+                        sa.insert(db.passage_readings),
+                        [{"key": key, "readings": r} for key, r in zip(keys, readings[n], strict=True)],
+                    )
                     if sentences is not None:
                         conn.execute(
                             sa.insert(db.sentence_vectors),

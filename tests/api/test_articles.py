@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -15,6 +17,12 @@ BODY = (
     "Cây cầu dài 45 mét, rộng 3 mét, được xây dựng trong 6 tháng với tổng vốn 12 tỷ đồng.\n"
     "Theo lãnh đạo quận, cây cầu giúp người dân hai bên bờ sông đi lại thuận tiện hơn."
 )
+
+
+PAGE = (Path(__file__).resolve().parent.parent / "fixtures" / "html" / "date_line_only.html").read_text(
+    encoding="utf-8"
+)
+BODY_OR_HTML = "give exactly one of 'body' (the article text) or 'html' (the article's web page)"
 
 
 def _article(article_id: str, **extra: str) -> dict[str, str]:
@@ -77,7 +85,10 @@ def test_add_ask_replace_delete(client):
         ([_article("a", body="")], "articles.0.body"),
         ([_article("a b")], "articles.0.id"),
         ([_article("a", published_at="yesterday")], "not a date"),
-        ([{"id": "a", "title": "t"}], "articles.0.body: Field required"),
+        ([{"id": "a", "title": "t"}], f"articles.0: {BODY_OR_HTML}; got neither"),
+        ([_article("a", html=PAGE)], f"articles.0: {BODY_OR_HTML}; got both"),
+        ([{"id": "a", "body": BODY}], "articles.0: 'title' is required with 'body'"),
+        ([{"id": "a", "html": "<html><body></body></html>"}], "(id 'a'): article 'a': no article text found"),
         ([_article("a", colour="red")], "articles.0.colour"),
     ],
 )
@@ -86,6 +97,31 @@ def test_bad_articles_are_422_and_write_nothing(client, articles, needle):
         client.add_articles(articles)
     assert caught.value.status == 422 and needle in caught.value.message
     assert client.list_articles().count == 5
+
+
+def test_html_page_is_read_indexed_and_searchable(client):
+    """A record with the page's HTML instead of a body: title, date, source and author come from the page."""
+    article_id = "test-html-long-bien"
+    try:
+        added = client.add_articles([ArticleIn(id=article_id, html=PAGE, url="https://longbien.example.vn/a")])
+        assert added.data[0].created and added.data[0].passages >= 1
+        stored = client.get_article(article_id)
+        assert stored.title == "Quận Long Biên trồng mới 5.000 cây xanh ven sông Đuống"
+        assert stored.published_at.isoformat() == "2019-04-12T08:15:00+07:00"
+        assert (stored.source, stored.author, stored.url) == ("LBO", "Minh Khang", "https://longbien.example.vn/a")
+        assert stored.body.startswith("Sáng 11/4, UBND quận Long Biên") and "Tin cùng chuyên mục" not in stored.body
+
+        answer = client.ask("Quận Long Biên đặt mục tiêu trồng mới bao nhiêu cây bóng mát?", top_k=1)
+        assert answer.hits[0].article.id == article_id and "5.000 cây bóng mát" in answer.hits[0].text
+
+        titled = client.add_articles([{"id": article_id, "html": PAGE, "title": "Long Biên trồng cây", "source": "X"}])
+        assert not titled.data[0].created
+        assert (client.get_article(article_id).title, client.get_article(article_id).source) == (
+            "Long Biên trồng cây",
+            "X",
+        )
+    finally:
+        client.delete_article(article_id)
 
 
 def test_writes_need_the_api_key_when_set(guarded_url):

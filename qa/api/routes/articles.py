@@ -40,6 +40,13 @@ def _summary(article: Article, passages: int) -> dict[str, object]:
 
 # A news article is a few thousand characters; this bounds the embedding work one article can ask for.
 MAX_BODY_CHARS = 200_000
+# A news page with its scripts and styles stays well under this; it bounds the extraction work of one page.
+MAX_HTML_CHARS = 2_000_000
+
+
+def _check_size(what: str, chars: int, limit: int, advice: str = "split the text into several articles") -> None:
+    if chars > limit:
+        raise InvalidRequest(f"{what}: {chars:,} characters, at most {limit:,}; {advice}")
 
 
 def _check_fields(n: int, item: ArticleIn) -> None:
@@ -49,11 +56,18 @@ def _check_fields(n: int, item: ArticleIn) -> None:
         raise InvalidRequest(f"{where}.id: {item.id!r} must not be '.' or contain '..'")
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in item.id):
         raise InvalidRequest(f"{where}.id: {item.id!r} must not contain control or invisible characters")
-    if len(item.body) > MAX_BODY_CHARS:
-        raise InvalidRequest(
-            f"{where}.body (id {item.id!r}): {len(item.body):,} characters, at most {MAX_BODY_CHARS:,}; "
-            "split the text into several articles"
-        )
+    _check_size(f"{where}.body (id {item.id!r})", len(item.body or ""), MAX_BODY_CHARS)
+    _check_size(f"{where}.html (id {item.id!r})", len(item.html or ""), MAX_HTML_CHARS, "send the article's page only")
+
+
+def _to_article(n: int, item: ArticleIn) -> Article:
+    try:
+        article = article_from_record(item.model_dump(exclude_none=True))
+    except ArticleError as exc:
+        raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
+    if item.html is not None:  # the text read from a page is held to the limit a body is
+        _check_size(f"articles[{n}].html (id {item.id!r}): the text read from it", len(article.body), MAX_BODY_CHARS)
+    return article
 
 
 def _to_articles(body: ArticlesIn) -> list[Article]:
@@ -62,20 +76,24 @@ def _to_articles(body: ArticlesIn) -> list[Article]:
     dupes = sorted(i for i, n in Counter(a.id for a in body.articles).items() if n > 1)
     if dupes:
         raise InvalidRequest(f"article ids must be distinct within one request; repeated: {', '.join(dupes)}")
-    articles = []
-    for n, item in enumerate(body.articles):
-        try:
-            articles.append(article_from_record(item.model_dump(exclude_none=True)))
-        except ArticleError as exc:
-            raise InvalidRequest(f"articles[{n}] (id {item.id!r}): {exc}") from None
-    return articles
+    return [_to_article(n, item) for n, item in enumerate(body.articles)]
 
 
 def _index(service: Service, articles: list[Article]) -> list[IndexedArticle]:
-    existing = set(service.store.fingerprints(ids=[a.id for a in articles]))  # one query for the batch
+    statuses = service.indexer.statuses(articles)  # an unchanged article is not encoded again
+    kept = service.store.passage_counts([i for i, status in statuses.items() if status == "unchanged"])
     # One request is one transaction: a failure or a crash leaves none of its articles, never some.
-    counts = service.indexer.add(articles, origin=API, commit_every=sys.maxsize)
-    return [IndexedArticle(id=a.id, passages=counts.get(a.id, 0), created=a.id not in existing) for a in articles]
+    written = [a for a in articles if statuses[a.id] != "unchanged"]
+    counts = service.indexer.add(written, origin=API, commit_every=sys.maxsize)
+    return [
+        IndexedArticle(
+            id=a.id,
+            passages=kept[a.id] if a.id in kept else counts.get(a.id, 0),
+            created=statuses[a.id] == "created",
+            status=statuses[a.id],
+        )
+        for a in articles
+    ]
 
 
 def _delete(service: Service, article_id: str) -> DeletedArticle:
@@ -125,7 +143,7 @@ def get_article(article_id: ArticleId, service: ServiceDep) -> ArticleDetail:
 )
 async def add_articles(body: ArticlesIn, request: Request, service: ServiceDep) -> IndexedArticles:
     started = time.perf_counter()
-    articles = _to_articles(body)
+    articles = await run_in_threadpool(_to_articles, body)  # reading HTML pages is CPU work too
     # Encoding is CPU heavy: off the event loop, and one write at a time so batches do not interleave.
     async with request.app.state.write_lock:
         data = await run_in_threadpool(_index, service, articles)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from qa.api.deps import ServiceDep
+from qa.api.deps import MetricsDep, ServiceDep
 from qa.api.errors import InvalidRequest
 from qa.schemas import AskBatchRequest, AskBatchResponse, AskRequest, AskResponse
 from qa.text import normalize
@@ -31,10 +31,10 @@ def _check_has_words(questions: list[str], field: str) -> None:
     description="Encode the question, rank the indexed passages by meaning, and return the best `top_k` "
     "(after `offset`), each with its article and the sentence(s) that answer it.",
 )
-async def ask(request: AskRequest, service: ServiceDep) -> AskResponse:
+async def ask(request: AskRequest, service: ServiceDep, metrics: MetricsDep) -> AskResponse:
     _check_has_words([request.question], "question")
     # Encoding is CPU-bound work: keep it off the event loop so health checks stay responsive.
-    [response] = await run_in_threadpool(service.ask, [request.question], request)
+    [response] = await run_in_threadpool(service.ask, [request.question], request, stages=metrics)
     return response
 
 
@@ -45,7 +45,7 @@ async def ask(request: AskRequest, service: ServiceDep) -> AskResponse:
     description="Like `/v1/ask` for up to 32 questions, encoded as one batch (faster than one call each). "
     "The options apply to every question; `results` follow the order of `questions`.",
 )
-async def ask_batch(request: AskBatchRequest, service: ServiceDep) -> AskBatchResponse:
+async def ask_batch(request: AskBatchRequest, service: ServiceDep, metrics: MetricsDep) -> AskBatchResponse:
     _check_has_words(request.questions, "questions")
-    results = await run_in_threadpool(service.ask, request.questions, request)
+    results = await run_in_threadpool(service.ask, request.questions, request, stages=metrics)
     return AskBatchResponse(results=results, took_ms=results[0].took_ms, model=results[0].model)
