@@ -182,3 +182,12 @@ def test_an_ivf_flat_index_saved_by_an_earlier_version_still_loads_and_answers(t
     assert present.all() and np.allclose(got, vectors[:5], atol=1e-6)
     loaded.remove(keys[:3])  # a write after loading keeps working
     assert len(loaded) == len(keys) - 3
+
+
+def test_an_auto_index_fits_the_size_it_was_built_for_not_one_calling_for_other_parameters():
+    built = FaissIndex.create(VectorConfig(), DIM, 50_000, directory=UNSAVED)
+    assert built.kind == "hnsw" and built.fits(50_000) and built.fits(60_000)
+    assert not built.fits(150_000)  # HNSW past 100k is built with more links (default_params)
+    assert not built.fits(10)  # and a small corpus is searched exactly
+    forced = FaissIndex.create(VectorConfig(faiss_index="hnsw"), DIM, 50_000, directory=UNSAVED)
+    assert forced.fits(10) and forced.fits(150_000)  # a kind the operator chose is kept

@@ -56,6 +56,7 @@ KINDS = ("flat", "hnsw", "ivf")
 FLAT_MAX = 20_000  # exact search stays fast below this
 HNSW_MAX = 500_000  # HNSW up to here; IVF beyond: much faster to build, true deletes, less memory per vector
 EXACT_FILTER_MAX = 4_096  # an `allowed` set this small is scored exactly
+BUILD_PARAMS = frozenset({"m", "ef_construction", "nlist"})  # fixed once the index is built (the others are per search)
 TOMBSTONE_RATIO = 0.2
 
 
@@ -136,8 +137,13 @@ class FaissIndex(SavedInFolder):
         return None
 
     def fits(self, size: int) -> bool:
-        """Of the kind `size` vectors call for, when the kind follows the corpus size."""
-        return not self.auto or self.kind == choose_kind(size)
+        """Of the kind, and built with the parameters, that `size` vectors call for (when they follow the corpus size:
+        what a rebuild from the database would make, so a bulk build leaves what the next start would want)."""
+        if not self.auto:
+            return True
+        kind = choose_kind(size)
+        wanted = default_params(kind, size)
+        return self.kind == kind and all(self.params.get(name) == wanted[name] for name in BUILD_PARAMS & set(wanted))
 
     def _new_faiss(self, kind: str, nlist: int | None = None) -> faiss.Index:
         if kind == "flat":
