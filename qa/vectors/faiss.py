@@ -104,6 +104,8 @@ class FaissIndex(SavedInFolder):
         self.auto = False  # whether the kind follows the corpus size (`QA_FAISS_INDEX=auto`): see `fits`
         self._lock = ReadersWriterLock()
         self._staged = []
+        self._publishing = False  # within `publish`: an HNSW compaction waits for `save`
+        self._compact_due = False
         self._index: faiss.Index | None = None if kind == "ivf" else self._new_faiss(kind)
         self._keys = np.zeros(0, dtype=np.int64)  # live keys, sorted
         self._tombstones = np.zeros(0, dtype=np.int64)  # hnsw only, sorted
@@ -203,6 +205,7 @@ class FaissIndex(SavedInFolder):
 
     def remove(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64).ravel()
+        compact = False
         with self._lock.writing():
             keys = keys[_contains(self._keys, keys)]
             if len(keys) == 0:
@@ -214,13 +217,16 @@ class FaissIndex(SavedInFolder):
             elif self.kind == "hnsw":
                 self._tombstones = np.union1d(self._tombstones, keys)
                 self._tombstone_sel = None
-                if len(self._tombstones) > TOMBSTONE_RATIO * max(self._ntotal(), 1):
-                    self._compact()
+                compact = len(self._tombstones) > TOMBSTONE_RATIO * max(self._ntotal(), 1)
             else:
                 assert self._index is not None
                 # IVF's hashtable direct map only accepts an array selector; the flat index takes either.
                 keys = np.ascontiguousarray(keys)
                 self._index.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys)))
+        if compact and self._publishing:  # not while searches wait for the publish: when saving
+            self._compact_due = True
+        elif compact:
+            self._compact_aside()
 
     def _train_if_pending(self, *, even_empty: bool = False) -> None:
         """IVF: an index not trained yet is trained on the vectors it holds (`even_empty`: also on none) before it is
@@ -257,6 +263,29 @@ class FaissIndex(SavedInFolder):
         self._index.add_with_ids(vectors, self._keys)
         self._tombstones = np.zeros(0, dtype=np.int64)
         self._tombstone_sel = None
+
+    def _compact_aside(self) -> None:
+        """`_compact`, the graph built while searches go on in the old one, then swapped in."""
+        with self._lock.reading():
+            live, tombstones = self._keys, self._tombstones
+            log.info("HNSW: rebuilding without %d tombstones (%d live)", len(tombstones), len(live))
+            vectors = self._reconstruct(live)
+        graph = self._new_faiss("hnsw")
+        graph.add_with_ids(vectors, live)
+        with self._lock.writing():
+            if self._keys is not live or self._tombstones is not tombstones:  # written meanwhile: compact it now
+                self._compact()
+                return
+            self._index = graph
+            self._tombstones = np.zeros(0, dtype=np.int64)
+            self._tombstone_sel = None
+
+    def publish(self) -> None:
+        self._publishing = True
+        try:
+            super().publish()
+        finally:
+            self._publishing = False
 
     def _reconstruct(self, keys: np.ndarray) -> np.ndarray:
         assert self._index is not None
@@ -341,6 +370,9 @@ class FaissIndex(SavedInFolder):
     def save(self, generation: int) -> None:
         directory = self.directory
         self._train_if_pending(even_empty=True)
+        if self._compact_due:
+            self._compact_due = False
+            self._compact_aside()
         with self._lock.reading():  # writing the file only reads the index: searches go on beside it
             assert self._index is not None
             if self._mapped_from is None or self._mapped_from[0] != directory / INDEX_FILE:
