@@ -2,7 +2,8 @@
 
 - flat: `IndexIDMap2(IndexFlatIP)`, exact; a delete compacts in place.
 - hnsw: `IndexIDMap2(IndexHNSWFlat)`. HNSW cannot delete, so a removed key becomes a tombstone excluded from
-  every search (an ID selector); the graph is rebuilt without them once they pass 20% of the index.
+  every search (an ID selector); the graph is rebuilt without them once they pass 20% of the index, beside the
+  searches (for a published write: when it is saved), then swapped in.
 - ivf: `IndexIVFScalarQuantizer` with 16-bit floats (half the memory of raw floats, cosines barely moved, and
   faster to scan than IVF-Flat for the same recall, benchmarks/README.md; 8-bit codes lost recall) holding the
   keys itself (an IDMap over IVF mis-maps ids after a delete); trained on the first vectors added, cells ≈ √n,
