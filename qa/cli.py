@@ -67,7 +67,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
             indexer = Indexer.from_settings(store, encoder, settings)
             known = store.fingerprints()
             # Unchanged articles keep their vectors, so re-running after an interruption resumes where it stopped.
-            changed = (a for a in read_articles(args.paths) if known.get(a.id) != a.fingerprint)
+            changed = (a for a in read_articles(args.paths) if a.differs_from(known))
             counts = indexer.add(changed, origin=FILE, progress=True)
             print(
                 f"indexed {len(counts)} articles ({sum(counts.values())} passages) from {len(args.paths)} path(s); "

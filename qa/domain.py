@@ -6,6 +6,7 @@ the other just for these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,10 @@ class Article:
     author: str | None
     url: str | None = None
     fingerprint: str = ""  # sha256 hex of the raw input; changes when the seed changes
+
+    def differs_from(self, stored: Mapping[str, str]) -> bool:
+        """Whether this article is new or changed against `stored` fingerprints by id (`Store.fingerprints`)."""
+        return stored.get(self.id) != self.fingerprint
 
 
 @dataclass(frozen=True, slots=True)

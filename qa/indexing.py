@@ -135,7 +135,7 @@ class Indexer:
         fingerprint) or "unchanged" (stored with the same: indexing it again would change nothing)."""
         known = self.store.fingerprints(ids=[a.id for a in articles])
         return {
-            a.id: "created" if a.id not in known else "unchanged" if known[a.id] == a.fingerprint else "updated"
+            a.id: "created" if a.id not in known else "updated" if a.differs_from(known) else "unchanged"
             for a in articles
         }
 
@@ -147,7 +147,7 @@ class Indexer:
         started = time.perf_counter()
         known = self.store.fingerprints(origin)
         wanted = {a.id: a for a in articles}
-        changed = [a for a in wanted.values() if known.get(a.id) != a.fingerprint]
+        changed = [a for a in wanted.values() if a.differs_from(known)]
         gone = [i for i in known if i not in wanted]
         counts = self.add(changed, origin=origin, progress=progress)
         removed = self.delete(gone) if gone else 0

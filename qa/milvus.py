@@ -23,6 +23,7 @@ from qa.derived import PassageRow
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
+    from qa.derived import Site
     from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,29 @@ class Collection:
                 log.info("Milvus collection %s created at %s", self.collection, self.uri)
             client.load_collection(self.collection)
 
+    @staticmethod
+    def uri_at(site: Site) -> str:
+        """The Milvus of an index: `QA_MILVUS_URI`, else a milvus-lite file in its folder."""
+        return resolve_uri(site.vectors.milvus_uri, site.directory)
+
+    @staticmethod
+    def collection_at(site: Site) -> str:
+        """The name of the index's collection in the engine."""
+        raise NotImplementedError
+
+    @classmethod
+    def in_process(cls, site: Site) -> bool:
+        """Whether the collection would live in this process (a milvus-lite file) rather than in a shared server."""
+        return is_local(cls.uri_at(site))
+
     def saved_generation(self) -> int | None:
         return None
+
+    def publish(self) -> None:
+        pass  # a write is visible to every replica once Milvus has answered
+
+    def fits(self, size: int) -> bool:
+        return True
 
     def save(self, generation: int) -> None:
         with calling(self._lock, self.uri, "flush"):

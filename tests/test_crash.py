@@ -28,7 +28,7 @@ def check_consistent(path: Path) -> Manifest:
     store = Store.open(path)
     try:
         manifest = store.manifest()
-        assert store._index.ntotal == manifest.passages, "FAISS must hold exactly the committed passages"
+        assert store.index.ntotal == manifest.passages, "FAISS must hold exactly the committed passages"
         assert len(store.lexical) == manifest.passages, "the lexical engine must hold exactly the committed passages"
         assert store.lexical.saved_generation() == store.index.saved_generation() == manifest.generation
         for article in store.articles():

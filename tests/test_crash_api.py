@@ -41,7 +41,7 @@ def check_index(path: Path) -> int | None:
     """Every invariant a reader relies on; returns the one version all crash articles share (None: none yet)."""
     store = Store.open(path)
     try:
-        assert store.manifest().passages == store._index.ntotal
+        assert store.manifest().passages == store.index.ntotal
         versions = set()
         for article_id in IDS:
             article = store.article(article_id)

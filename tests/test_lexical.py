@@ -14,8 +14,9 @@ from qa.chunking import chunk_text
 from qa.derived import PassageRow
 from qa.domain import Article
 from qa.indexing import Indexer
-from qa.lexical import K1, B, LexicalIndex, create_lexical_index, open_lexical_index
+from qa.lexical import K1, B, LexicalIndex
 from qa.lexical.analysis import PHRASE_WEIGHT, analyze, bigrams_of
+from qa.lexical.tantivy import TantivyIndex
 from qa.query import Query
 from qa.schemas import Filters
 from qa.store import Store
@@ -39,7 +40,7 @@ def rows(docs: dict[int, str]) -> list[PassageRow]:
 
 @pytest.fixture
 def index(tmp_path) -> LexicalIndex:
-    lexical = create_lexical_index(tmp_path / "lexical")
+    lexical = TantivyIndex.create(tmp_path / "lexical")
     lexical.apply([], rows(DOCS))
     return lexical
 
@@ -93,7 +94,7 @@ def test_replace_and_remove(index):
 
 
 def test_phrase_field_prefers_the_word_over_scattered_syllables(tmp_path):
-    lexical = create_lexical_index(tmp_path / "lexical")
+    lexical = TantivyIndex.create(tmp_path / "lexical")
     lexical.apply([], rows({1: "Ngân hàng nhà nước công bố lãi suất.", 2: "Nhà hàng bên sông, ngân sách nước."}))
     assert top(lexical, "ngân hàng nhà nước")[0] == 1
 
@@ -118,7 +119,7 @@ def _reference_bm25(docs: dict[int, list[str]], query: list[str]) -> dict[int, f
 def test_parity_with_reference_bm25(tmp_path, question):
     """The engine's scores are textbook BM25 over the project's terms (document lengths are short enough here for
     the engine's one-byte length quantisation to be exact)."""
-    lexical = create_lexical_index(tmp_path / "lexical")
+    lexical = TantivyIndex.create(tmp_path / "lexical")
     lexical.apply([], rows(DOCS))
     folded = question.isascii()
     expected = _reference_bm25(
@@ -216,10 +217,10 @@ def test_store_writes_and_reopen_keep_lexical_in_sync(tmp_path):
 def test_a_second_writer_waits_for_the_first(tmp_path):
     """Two processes' stores on one folder (a `qa index` beside `qa serve`): tantivy allows one writer at a time, so a
     write waits for the other's commit instead of failing."""
-    first = create_lexical_index(tmp_path / "lexical")
+    first = TantivyIndex.create(tmp_path / "lexical")
     first.apply([], rows({1: "Hà Nội"}))
     first.save(1)
-    second = open_lexical_index(tmp_path / "lexical")
+    second = TantivyIndex.open(tmp_path / "lexical")
     assert second is not None
     held = first._index.writer(heap_size=15_000_000, num_threads=1)  # the other process, mid-commit
     refused = threading.Event()

@@ -17,7 +17,9 @@ from qa.domain import Article
 from qa.indexing import Indexer
 from qa.query import Query
 from qa.schemas import Filters
-from qa.store import Store, _term_counts
+from qa.storage.records import passage_rows
+from qa.storage.terms import term_counts
+from qa.store import Store
 from qa.vectors import VectorConfig
 from tests.fakes import SMALL_CHUNKING, HashingEncoder
 
@@ -77,8 +79,9 @@ def dense_ids(store: Store, text: str, filters: Filters | None = None) -> list[s
 
 
 def recount(store: Store) -> dict[tuple[str, str], int]:
-    texts = [text for rows in store._passage_rows(vectors=False) for text in (r.text for r in rows)]
-    counts = _term_counts(texts)
+    with store.engine.connect() as conn:
+        texts = [row.text for rows in passage_rows(conn, vector=False) for row in rows]
+    counts = term_counts(texts)
     return {k: v for k, v in counts.items() if v}
 
 
@@ -106,7 +109,7 @@ def test_a_write_through_one_replica_is_searchable_through_the_other(replicas) -
     # Nothing is left behind in Milvus: every row there is a passage of the database.
     assert len(a.index) == a.manifest().passages
     assert stored_counts(url) == recount(a)
-    assert a.n_docs() == a.manifest().passages
+    assert len(a.lexical) == a.manifest().passages  # the term counts' N
 
 
 def test_filters_run_inside_milvus(replicas) -> None:
@@ -134,7 +137,7 @@ def test_deletes_left_pending_by_a_crash_are_replayed(replicas) -> None:
     indexer = Indexer(a, ENC, chunking=SMALL_CHUNKING)
     indexer.add([article(i, body) for i, body in BODIES.items()], origin="api")
     # A replica that died after its commit and before Milvus's deletes: its pending keys are still recorded.
-    a._after_commit = lambda removed, added: None  # type: ignore[method-assign]
+    a._indexes.after_commit = lambda change: None  # type: ignore[method-assign]
     indexer.add([article("gia", "Giá vàng giảm nhẹ.")], origin="api")
     engine = db.create_engine(url)
     with engine.connect() as conn:

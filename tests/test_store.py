@@ -238,3 +238,18 @@ def test_a_damaged_lexical_index_means_a_rebuild_not_an_error(tmp_path, caplog, 
     assert "rebuilding" in caplog.text
     assert _lexical_top(reopened, "đảng viên")
     reopened.close()
+
+
+def test_fingerprints_of_given_ids_are_those_stored(store):
+    store.upsert([item(make_article("a", BODY_A)), item(make_article("b", BODY_B))], origin="seed")
+    store.upsert([item(make_article("c", BODY_A))], origin="api")
+    ids = ["c", "missing", "a", *(f"x{i}" for i in range(1200))]  # more than one statement's worth of ids
+    assert store.fingerprints(ids=ids) == {
+        "a": make_article("a", BODY_A).fingerprint,
+        "c": make_article("c", BODY_A).fingerprint,
+    }
+    assert store.fingerprints("api", ids=["a", "c"]) == {"c": make_article("c", BODY_A).fingerprint}
+    assert store.fingerprints(ids=[]) == {}
+    known = store.fingerprints()
+    assert not make_article("a", BODY_A).differs_from(known)
+    assert make_article("a", BODY_B).differs_from(known) and make_article("new", BODY_A).differs_from(known)

@@ -88,6 +88,22 @@ def test_hnsw_compacts_tombstones() -> None:
     assert np.array_equal(found[:, 0], keys[500:520])
 
 
+def test_a_published_write_leaves_the_hnsw_compaction_to_the_save(tmp_path) -> None:
+    """Searches wait for a publish, not for a save: the graph is rebuilt when the index is saved."""
+    from qa.derived import PassageRow
+
+    index, keys, vectors = build("hnsw", directory=tmp_path)
+    index.apply([int(k) for k in keys[:500]], [])
+    assert len(index._tombstones) == 500  # published: the removed keys are tombstones, not yet compacted
+    _, found = index.search(vectors[:20], 1)
+    assert not np.isin(found, keys[:500]).any()
+    index.save(1)
+    assert len(index._tombstones) == 0 and index._ntotal() == len(keys) - 500
+    index.apply([], [PassageRow(5, "", vectors[0])])
+    _, found = index.search(vectors[:1], 1)
+    assert found[0, 0] == 5
+
+
 @pytest.mark.parametrize("n_allowed", [5, 1500])  # exact path, and the ID-selector path
 def test_allowed_filter(kind: str, n_allowed: int) -> None:
     index, keys, vectors = build(kind)
@@ -182,3 +198,12 @@ def test_an_ivf_flat_index_saved_by_an_earlier_version_still_loads_and_answers(t
     assert present.all() and np.allclose(got, vectors[:5], atol=1e-6)
     loaded.remove(keys[:3])  # a write after loading keeps working
     assert len(loaded) == len(keys) - 3
+
+
+def test_an_auto_index_fits_the_size_it_was_built_for_not_one_calling_for_other_parameters():
+    built = FaissIndex.create(VectorConfig(), DIM, 50_000, directory=UNSAVED)
+    assert built.kind == "hnsw" and built.fits(50_000) and built.fits(60_000)
+    assert not built.fits(150_000)  # HNSW past 100k is built with more links (default_params)
+    assert not built.fits(10)  # and a small corpus is searched exactly
+    forced = FaissIndex.create(VectorConfig(faiss_index="hnsw"), DIM, 50_000, directory=UNSAVED)
+    assert forced.fits(10) and forced.fits(150_000)  # a kind the operator chose is kept

@@ -1,25 +1,30 @@
 """Lexical retrieval (BM25) behind one interface: `LexicalIndex` (search, scores for given passages, the derived-index
-lifecycle) and a factory. A backend is one module here (`tantivy.py` in the index folder, `milvus.py` in a shared
-Milvus, attached by the store); the terms always come from the project's own
-analysis (`analysis.py`), so every backend indexes and asks for the same terms.
+lifecycle) and a registry. A backend is one module here (`tantivy.py` in the index folder, `milvus.py` in a shared
+Milvus) registered in `BACKENDS`, opened through its class's `at` (`qa.derived.Engine`); the terms always come from
+the project's own analysis (`analysis.py`), so every backend indexes and asks for the same terms.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from qa.derived import DerivedIndex
+from qa.derived import DerivedIndex, engine_class
 from qa.query import Query
 
 if TYPE_CHECKING:
     from qa.schemas import Filters
 
-__all__ = ["LexicalHits", "LexicalIndex", "create_lexical_index", "idf", "open_lexical_index"]
+__all__ = ["BACKENDS", "LexicalHits", "LexicalIndex", "TermStats", "idf", "lexical_engine"]
+
+# backend name → "module:Class"; the class is a `qa.derived.Engine` (`lexical_engine`).
+BACKENDS = {
+    "tantivy": "qa.lexical.tantivy:TantivyIndex",
+    "milvus": "qa.lexical.milvus:MilvusLexicalIndex",
+}
 
 # Lucene's (and tantivy's) BM25 parameters.
 K1 = 1.2
@@ -51,6 +56,11 @@ class LexicalIndex(DerivedIndex, Protocol):
         the rows passing `filters` (a shared one, which filters by itself)."""
         ...
 
+    def snapshot(self) -> LexicalIndex:
+        """This index as searches see it now, for reads that stay there whatever is published later (a shared one
+        gives itself: every replica reads the latest)."""
+        ...
+
     def scores_for(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 (float32) of `query` for each of `keys`; 0 for a key that shares no term or is not indexed."""
         ...
@@ -60,15 +70,17 @@ class LexicalIndex(DerivedIndex, Protocol):
         ...
 
 
-def create_lexical_index(directory: Path) -> LexicalIndex:
-    """A new, empty lexical index in `directory` (replacing whatever was there)."""
-    from qa.lexical.tantivy import TantivyIndex
+class TermStats(Protocol):
+    """Passage counts per term that the database keeps for an engine that gives none a client can read."""
 
-    return TantivyIndex.create(directory)
+    def n_docs(self) -> int: ...
+
+    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]: ...
 
 
-def open_lexical_index(directory: Path) -> LexicalIndex | None:
-    """The lexical index saved in `directory`, or None when it is missing, unreadable or of another analysis."""
-    from qa.lexical.tantivy import TantivyIndex
-
-    return TantivyIndex.open(directory)
+def lexical_engine(name: str) -> Any:
+    """The class of the lexical backend `name` (a `qa.derived.Engine`); ValueError for an unknown one."""
+    engine = engine_class(BACKENDS, name)
+    if engine is None:
+        raise ValueError(f"unknown lexical backend {name!r}; known: {', '.join(BACKENDS)}")
+    return engine

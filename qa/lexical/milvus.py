@@ -7,8 +7,8 @@ standard tokenizer keeps each one whole: a bigram's "_" already joins (Unicode w
 anything but Latin letters and digits ("1,5", "20%", "3/4", other scripts) is written as "__x" and its UTF-8 bytes in
 hex. A question is scored as with tantivy: BM25(syllables) + `PHRASE_WEIGHT` * BM25(phrases), or BM25(folded) for
 one without tone marks; the fields' best are gathered in one hybrid search, then the union is scored exactly in a
-second. Milvus keeps no per-term counts a client can read, so the store keeps them in the database
-(`qa.database.term_stats`) and hands them over as `TermStats`: they give the answer's idf weights and the bound of
+second. Milvus keeps no per-term counts a client can read, so the database keeps them (`qa.storage.terms`, in
+`qa.database.term_stats`), handed over as `Site.term_stats`: they give the answer's idf weights and the bound of
 lexical-only scores (over the unigram terms alone: bigrams are not counted).
 """
 
@@ -19,17 +19,18 @@ import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qa import milvus
 from qa.derived import PassageRow
-from qa.lexical import K1, B, LexicalHits, idf
+from qa.lexical import K1, B, LexicalHits, TermStats, idf
 from qa.lexical.analysis import PHRASE_WEIGHT, QueryTerms, passage_terms, query_terms
 from qa.query import Query
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,6 @@ MAX_TEXT = 65_535  # bytes of a VARCHAR: a passage's terms stay far below it (ch
 _INSERT_BATCH = 1_000
 _SEARCH_LIMIT = 16_384
 _EMPTY = LexicalHits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0)
-
-
-class TermStats(Protocol):
-    """Passage counts the database keeps for this index (`Store`)."""
-
-    def n_docs(self) -> int: ...
-
-    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]: ...
 
 
 @lru_cache(maxsize=1 << 16)
@@ -72,6 +65,7 @@ class MilvusLexicalIndex(milvus.Collection):
     """A Milvus collection of passages' terms, scored by BM25; thread-safe."""
 
     backend = "milvus"
+    term_stats_in_database = True  # `Site.term_stats`
 
     def __init__(self, uri: str, collection: str, stats: TermStats, *, directory: Path) -> None:
         super().__init__(uri, collection, directory=directory)
@@ -120,8 +114,20 @@ class MilvusLexicalIndex(milvus.Collection):
         self.open(fresh, define)
         return self
 
+    @staticmethod
+    def collection_at(site: Site) -> str:
+        return milvus.collection_name(site.vectors.milvus_collection, site.index_id, milvus.BM25_SUFFIX)
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> MilvusLexicalIndex:
+        assert site.term_stats is not None, "the database keeps this engine's term counts"
+        prefix = site.vectors.milvus_collection
+        return cls.attach(
+            site.vectors.milvus_uri, prefix, site.index_id, site.term_stats, directory=site.directory, fresh=fresh
+        )
+
     # --- the derived-index lifecycle ----------------------------------------------------------------------------
-    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow], *, publish: bool = True) -> None:
         keys = [int(k) for k in removed]
         for start in range(0, len(keys), _INSERT_BATCH):
             ids = keys[start : start + _INSERT_BATCH]
@@ -143,6 +149,9 @@ class MilvusLexicalIndex(milvus.Collection):
     # --- reads --------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.stats.n_docs()
+
+    def snapshot(self) -> MilvusLexicalIndex:
+        return self
 
     def search(
         self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None

@@ -3,12 +3,13 @@
 The project's analysis (`qa.lexical.analysis`) makes the terms; tantivy indexes them as they are (whitespace
 tokenizer, term frequencies, no positions) in three fields, and a question is one boolean query of its terms, the
 phrase terms boosted by `PHRASE_WEIGHT`. tantivy scores BM25 with Lucene's k1, b and idf (document lengths
-quantised to a byte, as Lucene does). Each `apply` is one tantivy commit; `save` writes the generation stamp beside
-the segments, after them.
+quantised to a byte, as Lucene does). Each `apply` is one tantivy commit; searches see it once the reader is reloaded
+(`publish`: this reader never reloads by itself); `save` writes the generation stamp beside the segments, after them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -28,12 +29,14 @@ from qa.lexical.analysis import ANALYSIS_VERSION, PHRASE_WEIGHT, QueryTerms, pas
 from qa.query import Query
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 __all__ = ["TantivyIndex"]
 
 log = logging.getLogger(__name__)
 
+DIRECTORY = "lexical"  # in the index folder
 STAMP_FILE = "viqa-stamp.json"
 FIELDS = ("syllables", "phrases", "folded")
 # Memory for the writer's in-memory segment: one API write is a few articles; a rebuild adds everything in one go and
@@ -61,8 +64,10 @@ class TantivyIndex:
     def __init__(self, directory: Path, index: tantivy.Index) -> None:
         self.directory = directory
         self._schema = index.schema
+        index.config_reader(reload_policy="Manual")  # searches see a commit once it is published
         self._index = index
         self._lock = threading.Lock()  # writers
+        self._pinned: tantivy.Searcher | None = None  # a snapshot's searcher (`snapshot`)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     @classmethod
@@ -73,6 +78,14 @@ class TantivyIndex:
         # file while rmtree empties the folder, which then stays; a lock file is not an index.
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory, tantivy.Index(_schema(), path=str(directory), reuse=False))
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> TantivyIndex | None:
+        directory = site.directory / DIRECTORY
+        return cls.create(directory) if fresh else cls.open(directory)
+
+    def fits(self, size: int) -> bool:
+        return True  # the stamp decides
 
     @classmethod
     def open(cls, directory: Path) -> TantivyIndex | None:
@@ -92,7 +105,7 @@ class TantivyIndex:
         generation = _read_stamp(self.directory).get("generation")
         return generation if isinstance(generation, int) else None
 
-    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow], *, publish: bool = True) -> None:
         if not len(removed) and not added:
             return
         with self._lock:
@@ -115,7 +128,11 @@ class TantivyIndex:
                 raise
             finally:
                 writer.wait_merging_threads()
-            self._index.reload()
+        if publish:
+            self.publish()
+
+    def publish(self) -> None:
+        self._index.reload()
 
     def _writer(self) -> tantivy.IndexWriter:
         deadline = time.monotonic() + WRITER_WAIT_S
@@ -140,13 +157,21 @@ class TantivyIndex:
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._index.searcher().num_docs)
+        return int(self._searcher().num_docs)
+
+    def snapshot(self) -> TantivyIndex:
+        pinned = copy.copy(self)
+        pinned._pinned = self._index.searcher()  # the segments of the last reload, kept while it lives
+        return pinned
+
+    def _searcher(self) -> tantivy.Searcher:
+        return self._pinned if self._pinned is not None else self._index.searcher()
 
     def search(
         self, query: Query, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
     ) -> LexicalHits:
         terms = query_terms(query)
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         matching = self._terms_query(terms)
         if matching is None or k <= 0:
             return _EMPTY
@@ -165,7 +190,7 @@ class TantivyIndex:
         matching = self._terms_query(query_terms(query))
         if matching is None or not len(keys):
             return out
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         wanted = np.asarray(keys, dtype=np.int64)
         both = tantivy.Query.boolean_query([(tantivy.Occur.Must, self._only(wanted)), (tantivy.Occur.Must, matching)])
         found, scores = self._keys_scores(searcher, searcher.search(both, limit=len(wanted), count=False).hits)
@@ -175,7 +200,7 @@ class TantivyIndex:
         return out
 
     def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         return [int(searcher.doc_freq(field, term)) for term in terms]
 
     # --- helpers ------------------------------------------------------------------------------------------------

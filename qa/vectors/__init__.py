@@ -1,13 +1,13 @@
 """Vector backends behind one interface: `VectorIndex` (add, remove, filtered top-k, save/load) and a factory.
 
 A backend is one module here (`faiss.py`, `milvus.py`) registered in `BACKENDS`; the store only ever talks
-to `VectorIndex`. Keys are the store's int64 passage keys; vectors are L2-normalised float32, scored by
-inner product (cosine). Empty result slots hold key -1 and score -inf.
+to `VectorIndex`, and opens one through its class's `at` (`qa.derived.Engine`). Keys are the store's int64 passage
+keys; vectors are L2-normalised float32, scored by inner product (cosine). Empty result slots hold key -1 and score
+-inf.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from qa.derived import DerivedIndex, PassageRow
+from qa.derived import DerivedIndex, PassageRow, engine_class
 from qa.files import atomic_write
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 META_FILE = "vectors.json"
 
-# backend name → "module:Class"; the class has `create(config, dim, expected_size)` and `load(config, dir)`.
+# backend name → "module:Class"; the class is a `qa.derived.Engine` (`vector_engine`).
 BACKENDS = {
     "faiss": "qa.vectors.faiss:FaissIndex",
     "milvus": "qa.vectors.milvus:MilvusIndex",
@@ -90,6 +90,8 @@ class SavedInFolder:
 
     directory: Path
     shared = False
+    # Writes applied with `publish=False`, in order, until `publish`.
+    _staged: list[tuple[Sequence[int], Sequence[PassageRow]]]
 
     def remove(self, keys: np.ndarray) -> None:
         raise NotImplementedError
@@ -101,26 +103,32 @@ class SavedInFolder:
         generation = read_meta(self.directory).get("generation")
         return generation if isinstance(generation, int) else None
 
-    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
-        if len(removed):
-            self.remove(np.asarray(removed, dtype=np.int64))
-        if added:
-            self.add(np.asarray([r.key for r in added], dtype=np.int64), np.vstack([r.vector for r in added]))
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow], *, publish: bool = True) -> None:
+        self._staged.append((removed, added))
+        if publish:
+            self.publish()
+
+    def publish(self) -> None:
+        staged, self._staged = self._staged, []
+        for removed, added in staged:
+            if len(removed):
+                self.remove(np.asarray(removed, dtype=np.int64))
+            if added:
+                self.add(np.asarray([r.key for r in added], dtype=np.int64), np.vstack([r.vector for r in added]))
 
 
-def _backend_class(name: str) -> Any:
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise VectorIndexError(f"unknown vector backend {name!r}; known: {', '.join(BACKENDS)}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def vector_engine(name: str) -> Any:
+    """The class of the vector backend `name` (a `qa.derived.Engine`)."""
+    engine = engine_class(BACKENDS, name)
+    if engine is None:
+        raise VectorIndexError(f"unknown vector backend {name!r}; known: {', '.join(BACKENDS)}")
+    return engine
 
 
 def make_vector_index(config: VectorConfig, dim: int, expected_size: int, *, directory: Path) -> VectorIndex:
     """A new, empty local index of the configured backend, sized for about `expected_size` vectors, saved in
     `directory` (a shared backend is attached by the store instead: `MilvusIndex.attach`)."""
-    backend = _backend_class(config.backend)
+    backend = vector_engine(config.backend)
     index: VectorIndex = backend.create(config, dim, expected_size, directory=directory)
     log.info("new %s vector index: %s", index.backend, index.describe())
     return index
@@ -134,7 +142,7 @@ def load_vector_index(config: VectorConfig, directory: Path) -> VectorIndex:
         raise VectorIndexError(f"no vector index metadata in {directory}")
     if backend != config.backend:
         raise VectorIndexError(f"{directory} holds a {backend} index, settings ask for {config.backend}")
-    return _backend_class(backend).load(config, directory)  # type: ignore[no-any-return]
+    return vector_engine(backend).load(config, directory)  # type: ignore[no-any-return]
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

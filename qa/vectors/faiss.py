@@ -2,11 +2,14 @@
 
 - flat: `IndexIDMap2(IndexFlatIP)`, exact; a delete compacts in place.
 - hnsw: `IndexIDMap2(IndexHNSWFlat)`. HNSW cannot delete, so a removed key becomes a tombstone excluded from
-  every search (an ID selector); the graph is rebuilt without them once they pass 20% of the index.
+  every search (an ID selector); the graph is rebuilt without them once they pass 20% of the index, beside the
+  searches (for a published write: when it is saved), then swapped in.
 - ivf: `IndexIVFScalarQuantizer` with 16-bit floats (half the memory of raw floats, cosines barely moved, and
   faster to scan than IVF-Flat for the same recall, benchmarks/README.md; 8-bit codes lost recall) holding the
   keys itself (an IDMap over IVF mis-maps ids after a delete); trained on the first vectors added, cells ≈ √n,
   probes derived from the cell count. Deletes are native. An IVF-Flat index file loads and works as well.
+Searches share a readers-writer lock (`qa.locks`); only adds and removes hold it alone, and `save` only reads, so
+searches run beside it (FAISS' CPU indexes allow concurrent searches and other calls that leave them unchanged).
 A filter (`allowed`) is an ID selector; a selective one (few keys) is scored exactly instead, since graph
 and cell searches under a narrow filter return too few hits. The live keys are kept sorted beside the index
 (`vectors.keys.npy`) so membership checks never scan the corpus.
@@ -20,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ import faiss
 import numpy as np
 
 from qa.files import atomic_write
+from qa.locks import ReadersWriterLock
 from qa.vectors import (
     Neighbours,
     SavedInFolder,
@@ -35,11 +38,13 @@ from qa.vectors import (
     VectorIndexError,
     empty_neighbours,
     exact_search,
+    load_vector_index,
     read_meta,
     write_meta,
 )
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ KINDS = ("flat", "hnsw", "ivf")
 FLAT_MAX = 20_000  # exact search stays fast below this
 HNSW_MAX = 500_000  # HNSW up to here; IVF beyond: much faster to build, true deletes, less memory per vector
 EXACT_FILTER_MAX = 4_096  # an `allowed` set this small is scored exactly
+BUILD_PARAMS = frozenset({"m", "ef_construction", "nlist"})  # fixed once the index is built (the others are per search)
 TOMBSTONE_RATIO = 0.2
 
 
@@ -77,7 +83,7 @@ def default_params(kind: str, size: int) -> dict[str, int]:
 
 
 class FaissIndex(SavedInFolder):
-    """One FAISS index of any kind behind `VectorIndex`; thread-safe (one lock for reads and writes)."""
+    """One FAISS index of any kind behind `VectorIndex`; thread-safe (searches at once, writes alone)."""
 
     backend = "faiss"
 
@@ -96,7 +102,11 @@ class FaissIndex(SavedInFolder):
         self.kind = kind
         self.directory = Path(directory)
         self.params = {**default_params(kind, expected_size), **(params or {})}
-        self._lock = threading.RLock()
+        self.auto = False  # whether the kind follows the corpus size (`QA_FAISS_INDEX=auto`): see `fits`
+        self._lock = ReadersWriterLock()
+        self._staged = []
+        self._publishing = False  # within `publish`: an HNSW compaction waits for `save`
+        self._compact_due = False
         self._index: faiss.Index | None = None if kind == "ivf" else self._new_faiss(kind)
         self._keys = np.zeros(0, dtype=np.int64)  # live keys, sorted
         self._tombstones = np.zeros(0, dtype=np.int64)  # hnsw only, sorted
@@ -109,7 +119,34 @@ class FaissIndex(SavedInFolder):
     @classmethod
     def create(cls, config: VectorConfig, dim: int, expected_size: int = 0, *, directory: Path) -> FaissIndex:
         kind = choose_kind(expected_size) if config.faiss_index == "auto" else config.faiss_index
-        return cls(dim, kind, expected_size=expected_size, directory=directory)
+        self = cls(dim, kind, expected_size=expected_size, directory=directory)
+        self.auto = config.faiss_index == "auto"
+        return self
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> FaissIndex | None:
+        if fresh:
+            return cls.create(site.vectors, site.dim, size, directory=site.directory)
+        try:
+            index = load_vector_index(site.vectors, site.directory)
+        except VectorIndexError as exc:
+            log.warning("vector index in %s unreadable (%s)", site.directory, exc)
+            return None
+        assert isinstance(index, FaissIndex)
+        if index.dim == site.dim and len(index) == size and index.fits(size):
+            return index
+        log.warning("vector index in %s is a %s index of %d vectors", site.directory, index.kind, len(index))
+        index.close()
+        return None
+
+    def fits(self, size: int) -> bool:
+        """Of the kind, and built with the parameters, that `size` vectors call for (when they follow the corpus size:
+        what a rebuild from the database would make, so a bulk build leaves what the next start would want)."""
+        if not self.auto:
+            return True
+        kind = choose_kind(size)
+        wanted = default_params(kind, size)
+        return self.kind == kind and all(self.params.get(name) == wanted[name] for name in BUILD_PARAMS & set(wanted))
 
     def _new_faiss(self, kind: str, nlist: int | None = None) -> faiss.Index:
         if kind == "flat":
@@ -137,8 +174,7 @@ class FaissIndex(SavedInFolder):
         return {"backend": self.backend, "kind": self.kind, **self.params}
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._keys)
+        return len(self._keys)  # replaced whole by a write, never changed in place
 
     @property
     def ntotal(self) -> int:
@@ -153,7 +189,7 @@ class FaissIndex(SavedInFolder):
             return
         if len(np.unique(keys)) != len(keys):
             raise ValueError("duplicate keys in one add")
-        with self._lock:
+        with self._lock.writing():
             if _contains(self._keys, keys).any():
                 raise ValueError("a key to add is already in the index: remove it first")
             self._make_owned()
@@ -170,7 +206,8 @@ class FaissIndex(SavedInFolder):
 
     def remove(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64).ravel()
-        with self._lock:
+        compact = False
+        with self._lock.writing():
             keys = keys[_contains(self._keys, keys)]
             if len(keys) == 0:
                 return
@@ -181,13 +218,24 @@ class FaissIndex(SavedInFolder):
             elif self.kind == "hnsw":
                 self._tombstones = np.union1d(self._tombstones, keys)
                 self._tombstone_sel = None
-                if len(self._tombstones) > TOMBSTONE_RATIO * max(self._ntotal(), 1):
-                    self._compact()
+                compact = len(self._tombstones) > TOMBSTONE_RATIO * max(self._ntotal(), 1)
             else:
                 assert self._index is not None
                 # IVF's hashtable direct map only accepts an array selector; the flat index takes either.
                 keys = np.ascontiguousarray(keys)
                 self._index.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys)))
+        if compact and self._publishing:  # not while searches wait for the publish: when saving
+            self._compact_due = True
+        elif compact:
+            self._compact_aside()
+
+    def _train_if_pending(self, *, even_empty: bool = False) -> None:
+        """IVF: an index not trained yet is trained on the vectors it holds (`even_empty`: also on none) before it is
+        read."""
+        if self.kind == "ivf" and self._index is None and (self._pending or even_empty):
+            with self._lock.writing():
+                if self._index is None:
+                    self._train_pending()
 
     def _ntotal(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
@@ -217,6 +265,29 @@ class FaissIndex(SavedInFolder):
         self._tombstones = np.zeros(0, dtype=np.int64)
         self._tombstone_sel = None
 
+    def _compact_aside(self) -> None:
+        """`_compact`, the graph built while searches go on in the old one, then swapped in."""
+        with self._lock.reading():
+            live, tombstones = self._keys, self._tombstones
+            log.info("HNSW: rebuilding without %d tombstones (%d live)", len(tombstones), len(live))
+            vectors = self._reconstruct(live)
+        graph = self._new_faiss("hnsw")
+        graph.add_with_ids(vectors, live)
+        with self._lock.writing():
+            if self._keys is not live or self._tombstones is not tombstones:  # written meanwhile: compact it now
+                self._compact()
+                return
+            self._index = graph
+            self._tombstones = np.zeros(0, dtype=np.int64)
+            self._tombstone_sel = None
+
+    def publish(self) -> None:
+        self._publishing = True
+        try:
+            super().publish()
+        finally:
+            self._publishing = False
+
     def _reconstruct(self, keys: np.ndarray) -> np.ndarray:
         assert self._index is not None
         if len(keys) == 0:
@@ -228,9 +299,8 @@ class FaissIndex(SavedInFolder):
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *, filters: Filters | None = None
     ) -> Neighbours:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        with self._lock:
-            if self.kind == "ivf" and self._index is None and self._pending:
-                self._train_pending()
+        self._train_if_pending()
+        with self._lock.reading():
             if allowed is not None:
                 allowed = np.unique(np.asarray(allowed, dtype=np.int64))
                 allowed = allowed[_contains(self._keys, allowed)]
@@ -247,7 +317,7 @@ class FaissIndex(SavedInFolder):
         The retriever scores lexical-only candidates with these: from memory, far faster than reading SQLite.
         """
         keys = np.asarray(keys, dtype=np.int64)
-        with self._lock:
+        with self._lock.reading():
             if self._index is None or len(keys) == 0:
                 return np.zeros(len(keys), dtype=bool), np.zeros((0, self.dim), dtype=np.float32)
             present = _contains(self._keys, keys)
@@ -300,9 +370,11 @@ class FaissIndex(SavedInFolder):
     # --- persistence ----------------------------------------------------------------------------
     def save(self, generation: int) -> None:
         directory = self.directory
-        with self._lock:
-            if self.kind == "ivf" and self._index is None:
-                self._train_pending()
+        self._train_if_pending(even_empty=True)
+        if self._compact_due:
+            self._compact_due = False
+            self._compact_aside()
+        with self._lock.reading():  # writing the file only reads the index: searches go on beside it
             assert self._index is not None
             if self._mapped_from is None or self._mapped_from[0] != directory / INDEX_FILE:
                 atomic_write(directory / INDEX_FILE, lambda tmp: faiss.write_index(self._index, tmp))
@@ -333,6 +405,7 @@ class FaissIndex(SavedInFolder):
             raise VectorIndexError(f"the FAISS index in {directory} does not match its metadata")
         params = {k: int(v) for k, v in meta.items() if k in {"m", "ef_construction", "ef_search", "nlist", "nprobe"}}
         self = cls(int(index.d), meta["kind"], params, directory=directory)
+        self.auto = config.faiss_index == "auto"
         self._index, self._keys = index, np.asarray(keys, dtype=np.int64)
         if mmap:
             self._mapped_from = (file, os.stat(file).st_ino)
@@ -357,7 +430,7 @@ class FaissIndex(SavedInFolder):
         self._mapped_from = None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock.writing():
             self._index = None
             self._mapped_from = None
 

@@ -22,6 +22,7 @@ from qa.derived import PassageRow
 from qa.vectors import Neighbours, VectorConfig, empty_neighbours
 
 if TYPE_CHECKING:
+    from qa.derived import Site
     from qa.schemas import Filters
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,14 @@ class MilvusIndex(milvus.Collection):
         self.open(fresh, define)
         return self
 
+    @staticmethod
+    def collection_at(site: Site) -> str:
+        return milvus.collection_name(site.vectors.milvus_collection, site.index_id)
+
+    @classmethod
+    def at(cls, site: Site, *, fresh: bool, size: int) -> MilvusIndex:
+        return cls.attach(site.vectors, site.dim, site.index_id, directory=site.directory, fresh=fresh)
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "kind": self.kind, "uri": self.uri, "collection": self.collection}
 
@@ -71,7 +80,7 @@ class MilvusIndex(milvus.Collection):
         )
         return int(rows[0]["count(*)"])
 
-    def apply(self, removed: Sequence[int], added: Sequence[PassageRow]) -> None:
+    def apply(self, removed: Sequence[int], added: Sequence[PassageRow], *, publish: bool = True) -> None:
         if len(removed):
             self.remove(np.asarray(removed, dtype=np.int64))
         for start in range(0, len(added), _INSERT_BATCH):
