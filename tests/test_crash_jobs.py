@@ -36,7 +36,7 @@ def check_job_articles(path: Path) -> None:
     """Each job article once, whole: its passages cover its body in order, and the search index holds them all."""
     store = Store.open(path)
     try:
-        assert store.manifest().passages == store._index.ntotal
+        assert store.manifest().passages == store.index.ntotal
         counts = store.passage_counts([f"job-{n}" for n in range(ARTICLES)])
         for n in range(ARTICLES):
             article = store.article(f"job-{n}")
