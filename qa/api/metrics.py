@@ -1,5 +1,6 @@
 """The app's Prometheus metrics, in a registry of its own: requests per route, the stages of a question, the
-index's size (read from the store's manifest at scrape time). `docs/operations.md` lists them for operators."""
+index's size and the ingestion jobs (both read from the database at scrape time). `docs/operations.md` lists them
+for operators."""
 
 from __future__ import annotations
 
@@ -29,43 +30,82 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *REQUEST_BUCKETS[: REQUEST_BUCKETS.index(5.0) + 1])
 
 
-class IndexCollector(Collector):
-    """The index's size and generation, read from the store's manifest when scraped (nothing while loading).
+class ScrapeCollector(Collector):
+    """Figures read from the database when scraped (nothing while loading). A database that does not answer leaves
+    them out of that scrape, logged, rather than failing the whole scrape: the process is up, and its other metrics
+    still say so."""
 
-    A database that does not answer leaves these out of that scrape, logged, rather than failing the whole
-    scrape: the process is up, and its other metrics still say so."""
+    what = "figures"
 
     def __init__(self, service: Callable[[], Service | None]) -> None:
         self._service = service
 
     def describe(self) -> Iterable[Metric]:
-        return self._families()  # the names only: registering reads no database
+        return self.families()  # the names only: registering reads no database
 
     def collect(self) -> Iterable[Metric]:
         service = self._service()
         if service is None:
             return []
         try:
-            manifest = service.store.manifest()
+            return self.read(service)
         except Exception as exc:
             reason = unavailable(exc)
             if reason is None:
                 raise
-            log.warning("index metrics left out of this scrape: %s", reason)
+            log.warning("%s metrics left out of this scrape: %s", self.what, reason)
             return []
-        articles, passages, generation = self._families()
-        articles.add_metric([], manifest.articles)
-        passages.add_metric([], manifest.passages)
-        generation.add_metric([], manifest.generation)
-        return [articles, passages, generation]
 
-    @staticmethod
-    def _families() -> list[GaugeMetricFamily]:
+    def families(self) -> list[GaugeMetricFamily]:
+        raise NotImplementedError
+
+    def read(self, service: Service) -> list[GaugeMetricFamily]:
+        raise NotImplementedError
+
+
+class IndexCollector(ScrapeCollector):
+    """The index's size and generation, read from the store's manifest."""
+
+    what = "index"
+
+    def families(self) -> list[GaugeMetricFamily]:
         return [
             GaugeMetricFamily("viqa_index_articles", "Articles in the index."),
             GaugeMetricFamily("viqa_index_passages", "Passages in the index."),
             GaugeMetricFamily("viqa_index_generation", "The index's generation: one more with every committed write."),
         ]
+
+    def read(self, service: Service) -> list[GaugeMetricFamily]:
+        manifest = service.store.manifest()
+        articles, passages, generation = self.families()
+        articles.add_metric([], manifest.articles)
+        passages.add_metric([], manifest.passages)
+        generation.add_metric([], manifest.generation)
+        return [articles, passages, generation]
+
+
+class JobsCollector(ScrapeCollector):
+    """Background jobs by state (every state, 0 if none) and each running job's articles done out of total, from
+    the job table: every replica of one database reports the same figures."""
+
+    what = "jobs"
+
+    def families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("viqa_jobs", "Ingestion jobs in each state.", labels=["state"]),
+            GaugeMetricFamily("viqa_job_articles_done", "A running job's articles done (or failed).", labels=["job"]),
+            GaugeMetricFamily("viqa_job_articles_total", "A running job's articles in all.", labels=["job"]),
+        ]
+
+    def read(self, service: Service) -> list[GaugeMetricFamily]:
+        counts = service.jobs.counts()
+        by_state, done, total = self.families()
+        for state, n in counts.by_state.items():
+            by_state.add_metric([state], n)
+        for job in counts.running:
+            done.add_metric([job.id], job.articles_done)
+            total.add_metric([job.id], job.articles_total)
+        return [by_state, done, total]
 
 
 class Metrics:
@@ -93,8 +133,7 @@ class Metrics:
         for stage in STAGES:  # every stage from the first scrape on, at zero until a question goes through it
             self.stage_seconds.labels(stage)
         self.registry.register(IndexCollector(service))
-        # Background jobs register their own collector here, read at scrape time like the index's
-        # (docs/operations.md, "Jobs").
+        self.registry.register(JobsCollector(service))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 

@@ -13,9 +13,11 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from qa.api import create_app
-from qa.api.metrics import STAGE_BUCKETS, UNMATCHED, IndexCollector, Metrics
+from qa.api.metrics import STAGE_BUCKETS, UNMATCHED, IndexCollector, JobsCollector, Metrics
+from qa.jobs import STATES, NewArticle
 from qa.timing import STAGES
 from tests.api.conftest import live_server
+from tests.api.test_jobs import article, fake_service
 
 SEED_ID = "002_793d685470df229a"
 ARTICLE_ID = "test-metrics-cau-giay"
@@ -212,3 +214,38 @@ def test_an_unreachable_database_leaves_the_index_out_of_the_scrape():
     assert list(collector(down).collect()) == []
     with pytest.raises(ValueError, match="a bug"):
         list(collector(broken).collect())
+
+
+def test_jobs_gauges_are_the_job_table(tmp_path):
+    """Jobs by state, every state present; a running job's articles done out of total, gone once it ended."""
+    service = fake_service(tmp_path)
+    try:
+        collector = JobsCollector(lambda: service)
+
+        def gauges() -> dict[str, dict[Labels, float]]:
+            families = {f.name: f for f in collector.collect()}
+            return {name: {frozenset(s.labels.items()): s.value for s in f.samples} for name, f in families.items()}
+
+        assert gauges()["viqa_jobs"] == {labels(state=state): 0 for state in STATES}
+        records = [article(n, prefix="metrics") for n in range(5)]
+        first = service.jobs.submit([NewArticle(r["id"], r, passages=1) for r in records])
+        second = service.jobs.submit([NewArticle(r["id"], r, passages=1) for r in records[:2]])
+        claimed = service.jobs.claim("test-owner")
+        assert claimed is not None and claimed.id == first
+        service.jobs.mark(first, "test-owner", done={0: 1, 1: 1}, failed={2: "refused"})
+        now = gauges()
+        assert now["viqa_jobs"] == {labels(state=s): {"queued": 1, "running": 1}.get(s, 0) for s in STATES}
+        assert now["viqa_job_articles_done"] == {labels(job=first): 3}
+        assert now["viqa_job_articles_total"] == {labels(job=first): 5}
+        assert service.jobs.finish(first, "test-owner", "done")
+        ended = gauges()
+        assert ended["viqa_jobs"] == {labels(state=s): {"queued": 1, "done": 1}.get(s, 0) for s in STATES}
+        assert ended["viqa_job_articles_done"] == {} and ended["viqa_job_articles_total"] == {}
+        assert second != first
+    finally:
+        service.close()
+
+
+def test_jobs_gauges_are_in_the_scrape(http):
+    text = scrape(http)
+    assert set(samples(text, "viqa_jobs")) == {labels(state=state) for state in STATES}
