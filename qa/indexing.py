@@ -103,17 +103,7 @@ class Indexer:
         if self.sentence_vectors:
             texts += [s for a, passages in pending for p in passages for s in sentence_inputs(a.title, p)]
             texts += [a.title for a, _ in pending]
-        # Batches of similar length pad least; encoding batch by batch keeps the progress bar moving (it counts
-        # passages: a sentence advances it by the share of the work it is).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        first, done = bar.n, 0.0
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            vectors[batch] = self.encoder.encode_passages([texts[i] for i in batch], batch_size=self.batch_size)
-            done += len(batch) * n_passages / len(texts)
-            bar.update(first + int(done) - bar.n)
-        bar.update(first + n_passages - bar.n)
+        vectors = self._encode(texts, n_passages, bar)
         items, sentences, offset, row = [], [], 0, n_passages
         for article, passages in pending:
             items.append((article, passages, vectors[offset : offset + len(passages)]))
@@ -129,6 +119,23 @@ class Indexer:
             titles = list(vectors[row : row + len(pending)])
             self.store.upsert(items, origin=origin, sentence_vectors=sentences, title_vectors=titles)
         return {a.id: len(p) for a, p in pending}
+
+    def _encode(self, texts: list[str], n_passages: int, bar: tqdm) -> np.ndarray:
+        """A vector for each of `texts`. A text repeated is encoded once (consecutive passages share a sentence);
+        the distinct ones go in batches of similar length (they pad least), moving the progress bar, which counts
+        passages: a text advances it by the share of the work it is."""
+        distinct = list(dict.fromkeys(texts))
+        order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
+        vectors = np.zeros((len(distinct), self.encoder.dim), dtype=np.float32)
+        first, done = bar.n, 0.0
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors[batch] = self.encoder.encode_passages([distinct[i] for i in batch], batch_size=self.batch_size)
+            done += len(batch) * n_passages / len(distinct)
+            bar.update(first + int(done) - bar.n)
+        bar.update(first + n_passages - bar.n)
+        row = {text: i for i, text in enumerate(distinct)}
+        return vectors[[row[t] for t in texts]]
 
     def statuses(self, articles: Sequence[Article]) -> dict[str, WriteStatus]:
         """What writing each of `articles` would do, by id: "created" (not stored), "updated" (stored with another

@@ -240,8 +240,13 @@ def test_a_failure_half_way_through_a_request_writes_nothing(tmp_path):
     service = Service(settings, encoder, store, indexer, Retriever(store, encoder), 0.0)  # type: ignore[arg-type]
     try:
         client = TestClient(create_app(service=service), raise_server_exceptions=False)
-        body = " ".join(f"Câu thứ {i} nói về cầu đi bộ qua sông Tô Lịch ở quận Cầu Giấy." for i in range(40))
-        articles = [_article(f"big-{n}", body=body) for n in range(120)]  # ~3 passages each, ~12 batches
+        # ~3 passages each, 40 sentences each: ~150 batches (a text repeated is encoded once: the bodies differ)
+        articles = [
+            _article(
+                f"big-{n}", body=" ".join(f"Câu thứ {i} của bài {n} nói về cầu đi bộ ở Cầu Giấy." for i in range(40))
+            )
+            for n in range(120)
+        ]
         r = client.post("/v1/articles", params={"wait": "true"}, json={"articles": articles})
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
         assert encoder.batches == encoder.fail_on, "the failure did not come late in the request"
