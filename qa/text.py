@@ -9,7 +9,17 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["canonical_tones", "has_tone_marks", "normalize", "strip_accents", "tokenize", "vietnamese_share"]
+__all__ = [
+    "canonical_tones",
+    "has_tone_marks",
+    "is_syllable",
+    "normalize",
+    "spellings",
+    "strip_accents",
+    "token_matches",
+    "tokenize",
+    "vietnamese_share",
+]
 
 # --- normalize --------------------------------------------------------------------------------------
 
@@ -145,6 +155,43 @@ def canonical_tones(text: str) -> str:
     return unicodedata.normalize("NFC", _WORD.sub(_canonical_syllable, text))
 
 
+# A bare letter and the letters that fold to it (vowel marks; đ only leads a syllable): `spellings`.
+_MARKED_LETTERS = {"a": "aăâ", "e": "eê", "o": "oôơ", "u": "uư"}
+_TONES_NFD = ("", "\u0300", "\u0301", "\u0303", "\u0309", "\u0323")
+
+
+@lru_cache(maxsize=16_384)
+def spellings(bare: str) -> tuple[str, ...]:
+    """Every well-formed Vietnamese syllable that folds to `bare` (lowercase, no diacritics), with its tone where the
+    old-style convention puts it: "ban" → ban, bàn, bán, bãn, bản, bạn, băn, ..., bận. Empty when `bare` cannot be a
+    Vietnamese syllable; `bare` itself comes first when it is one."""
+    letters: list[str] = [_MARKED_LETTERS.get(c, c) for c in bare]
+    if bare.startswith("d"):
+        letters[0] = "dđ"
+    out: list[str] = []
+    for combination in _products(letters):
+        target = _tone_position(combination)
+        if target is None:
+            continue
+        for tone in _TONES_NFD:
+            marked = combination[: target + 1] + tone + combination[target + 1 :]
+            out.append(unicodedata.normalize("NFC", marked))
+    return tuple(out)
+
+
+def _products(choices: list[str]) -> list[str]:
+    words = [""]
+    for options in choices:
+        words = [w + c for w in words for c in options]
+    return words
+
+
+def is_syllable(word: str) -> bool:
+    """Whether `word` (any case, marked or not) is spelt as a Vietnamese syllable can be."""
+    lowered = strip_accents(word).lower()
+    return bool(lowered.isascii() and lowered.isalpha() and spellings(lowered))
+
+
 def strip_accents(text: str) -> str:
     """Remove every diacritic (tones and vowel marks) and map đ/Đ to d/D: "Đường" → "Duong"."""
     decomposed = unicodedata.normalize("NFD", _SURROGATES.sub("", text))
@@ -167,6 +214,11 @@ def has_tone_marks(text: str) -> bool:
 # "01", "ctr", "tu") because the same range is also written "2020 - 2025" and "2020 -2025", and a
 # question should meet every spelling. Letter-led tokens may contain digits ("covid19", "f0").
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:/\d+(?:[.,]\d+)*)*%?|[^\W\d_][^\W_]*")
+
+
+def token_matches(text: str) -> list[re.Match[str]]:
+    """Where `tokenize`'s tokens lie in `text` (normalised), one match each, in order."""
+    return list(_TOKEN.finditer(text))
 
 
 def tokenize(text: str) -> list[str]:

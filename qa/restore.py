@@ -1,0 +1,230 @@
+"""Tone-mark restoration: the most probable marked form of a Vietnamese question typed without its diacritics (or
+with only a few), so that the model, the accented lexical fields and the answer features read what was meant.
+
+Each bare syllable may be any marked spelling that folds to it (`qa.text.spellings`: "duong" → đường, dương,
+...); the corpus itself says which are likely: how many passages hold each spelling ("syllables") and each pair of
+adjacent ones ("phrases"), asked of the lexical engine in two batched lookups (tantivy's term dictionary, or the
+database's `term_stats` in the distributed deployment). A Viterbi over the syllable-pair counts, interpolated with
+the syllable counts and a small general table (`syllables.tsv`, for words the corpus lacks), picks the sequence; the
+forward-backward posteriors give each syllable's confidence, and the chosen sequence's share of all sequences the
+confidence of the whole. Syllables the user marked are kept and constrain their neighbours; names (capitalised
+words after the first), numbers and words that are not Vietnamese syllables stay as typed and cut the chain. A
+question whose syllables mostly carry marks was typed with them: its bare syllables are meant bare ("ai", "ban").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from qa.text import canonical_tones, has_tone_marks, normalize, spellings, strip_accents, token_matches
+
+__all__ = ["TABLE", "Counts", "Restoration", "Restored", "Smoothing", "restore"]
+
+TABLE = Path(__file__).with_name("syllables.tsv")
+# At or above this share of marked syllables a question was typed with its marks (how the dev sets' marked
+# questions fall: benchmarks/quality.md, "Tone-mark restoration").
+MARKED_SHARE = 0.5
+_SENTENCE_END = re.compile(r"[.!?:;]\s*$")
+# Spellings kept per syllable when the pairs are asked for (the rest are too rare to win).
+_BEAM = 6
+
+
+class Counts(Protocol):
+    """Passage counts per term: a `qa.lexical.LexicalIndex`."""
+
+    def __len__(self) -> int: ...
+
+    def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Smoothing:
+    """How the counts combine (benchmarks/quality.md, "Tone-mark restoration"). A term's count is the corpus's
+    plus `table` times the passages times the general table's share of it; a pair's count is interpolated with the
+    next syllable's probability, weighted as `pair` passages; a spelling neither knows holds an `unknown` share, the
+    bare one as typed a `bare` share (so that it wins when nothing is known)."""
+
+    table: float = 0.1
+    phrases: float = 1.0
+    pair: float = 2.0
+    unknown: float = 1e-6
+    bare: float = 1e-4
+    names: float = 0.9  # a name (capitalised after the first word) is restored only when at least this sure
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """One word of the question: as typed, as understood (the typed case kept), how sure (1.0 when kept as typed)."""
+
+    typed: str
+    text: str
+    confidence: float
+    restored: bool  # a bare syllable whose spelling was chosen (it may be the bare spelling itself)
+
+
+@dataclass(frozen=True, slots=True)
+class Restoration:
+    typed: str
+    text: str  # the question as understood
+    words: tuple[Restored, ...]
+    confidence: float  # the chance of the chosen sequence among every spelling of the restored syllables
+
+    @property
+    def changed(self) -> bool:
+        return self.text != self.typed
+
+    def confident(self, threshold: float) -> list[str]:
+        """The question's syllables (lowercase, as indexed) whose restoration is at least `threshold` sure, or that
+        were typed with their marks; "" in place of the others, so adjacent pairs can still be read off."""
+        return [
+            canonical_tones(w.text).lower() if w.confidence >= threshold and _is_vietnamese(w) else ""
+            for w in self.words
+        ]
+
+
+def _is_vietnamese(word: Restored) -> bool:
+    return word.restored or has_tone_marks(word.text)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A token of the question: its candidate spellings (one when it is kept or was typed marked), lowercase."""
+
+    options: list[str]
+    bare: str
+
+
+def restore(text: str, counts: Counts, smoothing: Smoothing | None = None) -> Restoration | None:
+    """The most probable marked form of `text`, or None when there is nothing to restore (no bare Vietnamese
+    syllable, or a question typed with its marks)."""
+    smoothing = smoothing or Smoothing()
+    text = normalize(text).strip()
+    matches = token_matches(text)
+    kinds = [_kind(m, text) for m in matches]
+    bare, marked = kinds.count("bare"), kinds.count("marked")
+    if not bare + kinds.count("name") or (marked and marked >= MARKED_SHARE * (bare + marked)):
+        return None
+    # Every token is a link of the chain, as the lexical index pairs them (punctuation between them is no break).
+    slots = []
+    for match, kind in zip(matches, kinds, strict=True):
+        term = canonical_tones(match.group()).lower()
+        slots.append(_Slot(list(spellings(term)) if kind in ("bare", "name") else [term], term))
+    n_docs = max(len(counts), 1)
+    table = _table()
+
+    def counted(found: dict[str, int], weight: float) -> dict[str, float]:
+        return {term: n + weight * n_docs * table.get(term, 0.0) for term, n in found.items()}
+
+    unigrams = counted(_ask(counts, "syllables", [o for s in slots for o in s.options]), smoothing.table)
+    for slot in slots:
+        for option in slot.options:
+            floor = smoothing.bare if option == slot.bare else smoothing.unknown
+            unigrams[option] = max(unigrams[option], floor * n_docs)
+        if len(slot.options) > 1:
+            kept = sorted(slot.options, key=lambda o: -unigrams[o])[:_BEAM]
+            slot.options = [o for o in slot.options if o in kept]
+    pairs = counted(_ask(counts, "phrases", [p for a, b in zip(slots, slots[1:]) for p in _pairs(a, b)]), smoothing.phrases)
+    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs * (1.0 + smoothing.table), smoothing.pair)
+    words = []
+    pieces = []
+    last = 0
+    for match, kind, spelling, confidence in zip(matches, kinds, picks, marginals, strict=True):
+        typed = match.group()
+        if kind == "bare" or (kind == "name" and confidence >= smoothing.names):
+            word = Restored(typed, _cased(spelling, typed), confidence, True)
+        else:
+            word = Restored(typed, typed, 1.0, False)
+        words.append(word)
+        pieces.extend((text[last : match.start()], word.text))
+        last = match.end()
+    pieces.append(text[last:])
+    return Restoration(text, "".join(pieces), tuple(words), math.exp(whole))
+
+
+def _kind(match: re.Match[str], text: str) -> str:
+    """"bare" (a Vietnamese syllable without marks, to restore), "name" (one capitalised after the first word:
+    restored only when sure), "marked" (one typed with them), or "kept" (a number, an acronym, a foreign word)."""
+    word = match.group()
+    folded = strip_accents(word)
+    if not folded.isalpha() or not folded.isascii() or not spellings(folded.lower()):
+        return "kept"
+    if has_tone_marks(word):
+        return "marked" if canonical_tones(word).lower() in spellings(folded.lower()) else "kept"
+    starts = match.start() == 0 or bool(_SENTENCE_END.search(text[: match.start()]))
+    if len(word) > 1 and word.isupper():
+        return "kept"
+    return "name" if word[0].isupper() and not starts else "bare"
+
+
+def _pairs(a: _Slot, b: _Slot) -> list[str]:
+    """The phrase terms (`qa.lexical.analysis`) of every spelling of `a` followed by every spelling of `b`."""
+    return [f"{x}_{y}" for x in a.options for y in b.options]
+
+
+def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:
+    distinct = list(dict.fromkeys(terms))
+    return dict(zip(distinct, counts.doc_freqs(field, distinct), strict=True)) if distinct else {}
+
+
+def _decode(
+    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, weight: float
+) -> tuple[list[str], list[float], float]:
+    """Viterbi over one chain: the best spelling per slot, each one's posterior, and log P(best sequence)."""
+    start = [math.log(unigrams[o] / total) for o in chain[0].options]
+    best = [start]
+    back: list[list[int]] = []
+    forward = [start]
+    steps: list[list[list[float]]] = []
+    for a, b in zip(chain, chain[1:]):
+        step = [
+            [
+                math.log((pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight))
+                for y in b.options
+            ]
+            for x in a.options
+        ]
+        steps.append(step)
+        scores, pointers, sums = [], [], []
+        for j in range(len(b.options)):
+            column = [best[-1][i] + step[i][j] for i in range(len(a.options))]
+            k = max(range(len(column)), key=column.__getitem__)
+            scores.append(column[k])
+            pointers.append(k)
+            sums.append(_logsumexp([forward[-1][i] + step[i][j] for i in range(len(a.options))]))
+        best.append(scores)
+        back.append(pointers)
+        forward.append(sums)
+    backward = [[0.0] * len(chain[-1].options)]
+    for a, step in zip(reversed(chain[:-1]), reversed(steps)):
+        after = backward[0]
+        backward.insert(0, [_logsumexp([step[i][j] + after[j] for j in range(len(after))]) for i in range(len(a.options))])
+    z = _logsumexp(forward[-1])
+    last = max(range(len(best[-1])), key=best[-1].__getitem__)
+    path = [last]
+    for pointers in reversed(back):
+        path.insert(0, pointers[path[0]])
+    picks = [slot.options[k] for slot, k in zip(chain, path, strict=True)]
+    marginals = [math.exp(forward[t][k] + backward[t][k] - z) for t, k in enumerate(path)]
+    return picks, marginals, best[-1][last] - z
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _cased(spelling: str, typed: str) -> str:
+    return spelling[:1].upper() + spelling[1:] if typed[:1].isupper() else spelling
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, float]:
+    """The general table: term → share of passages holding it."""
+    lines = TABLE.read_text(encoding="utf-8").splitlines()
+    return {term: float(share) for term, share in (line.split("\t") for line in lines if line and line[0] != "#")}
