@@ -45,17 +45,19 @@ class Counts(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Smoothing:
-    """How the counts combine (benchmarks/quality.md, "Tone-mark restoration"). A term's count is the corpus's
-    plus `table` times the passages times the general table's share of it; a pair's count is interpolated with the
-    next syllable's probability, weighted as `pair` passages; a spelling neither knows holds an `unknown` share, the
-    bare one as typed a `bare` share (so that it wins when nothing is known)."""
+    """How the counts combine (benchmarks/quality.md, "Tone-mark restoration"). A syllable's count is the corpus's
+    plus the passages times `table` times the general table's share of it (`phrases` for a pair). A pair's count,
+    less `discount`, is interpolated with the next syllable's probability, weighted as `pair` passages: a pair held
+    by one or two passages is weak evidence in a small corpus. A spelling neither knows holds an `unknown` share of
+    the passages, the bare one as typed a `bare` share (so that it wins when nothing is known)."""
 
     table: float = 0.1
-    phrases: float = 1.0
-    pair: float = 2.0
+    phrases: float = 3.0
+    pair: float = 1.0
+    discount: float = 0.5
     unknown: float = 1e-6
     bare: float = 1e-4
-    names: float = 0.9  # a name (capitalised after the first word) is restored only when at least this sure
+    names: float = 0.5  # a name (capitalised after the first word) is restored only when at least this sure
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +131,11 @@ def restore(text: str, counts: Counts, smoothing: Smoothing | None = None) -> Re
         if len(slot.options) > 1:
             kept = sorted(slot.options, key=lambda o: -unigrams[o])[:_BEAM]
             slot.options = [o for o in slot.options if o in kept]
-    pairs = counted(_ask(counts, "phrases", [p for a, b in zip(slots, slots[1:]) for p in _pairs(a, b)]), smoothing.phrases)
-    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs * (1.0 + smoothing.table), smoothing.pair)
-    words = []
-    pieces = []
+    adjacent = zip(slots, slots[1:], strict=False)
+    pairs = counted(_ask(counts, "phrases", [p for a, b in adjacent for p in _pairs(a, b)]), smoothing.phrases)
+    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs * (1.0 + smoothing.table), smoothing)
+    words: list[Restored] = []
+    pieces: list[str] = []
     last = 0
     for match, kind, spelling, confidence in zip(matches, kinds, picks, marginals, strict=True):
         typed = match.group()
@@ -148,8 +151,9 @@ def restore(text: str, counts: Counts, smoothing: Smoothing | None = None) -> Re
 
 
 def _kind(match: re.Match[str], text: str) -> str:
-    """"bare" (a Vietnamese syllable without marks, to restore), "name" (one capitalised after the first word:
-    restored only when sure), "marked" (one typed with them), or "kept" (a number, an acronym, a foreign word)."""
+    """What the token is: "bare" (a Vietnamese syllable without marks, to restore), "name" (one capitalised after
+    the first word: restored only when sure), "marked" (typed with its marks), or "kept" (a number, an acronym, a
+    foreign word)."""
     word = match.group()
     folded = strip_accents(word)
     if not folded.isalpha() or not folded.isascii() or not spellings(folded.lower()):
@@ -168,29 +172,36 @@ def _pairs(a: _Slot, b: _Slot) -> list[str]:
 
 
 def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:
+    """One batched lookup of `terms` in `field`."""
     distinct = list(dict.fromkeys(terms))
     return dict(zip(distinct, counts.doc_freqs(field, distinct), strict=True)) if distinct else {}
 
 
 def _decode(
-    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, weight: float
+    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, smoothing: Smoothing
 ) -> tuple[list[str], list[float], float]:
-    """Viterbi over one chain: the best spelling per slot, each one's posterior, and log P(best sequence)."""
+    """Viterbi over the chain, and forward-backward: the best spelling per slot, each one's posterior, and the log
+    of the best sequence's share of all."""
     start = [math.log(unigrams[o] / total) for o in chain[0].options]
     best = [start]
     back: list[list[int]] = []
     forward = [start]
     steps: list[list[list[float]]] = []
-    for a, b in zip(chain, chain[1:]):
+    for a, b in zip(chain, chain[1:], strict=False):
         step = [
             [
-                math.log((pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight))
+                math.log(
+                    (max(pairs.get(f"{x}_{y}", 0.0) - smoothing.discount, 0.0) + smoothing.pair * unigrams[y] / total)
+                    / (unigrams[x] + smoothing.pair)
+                )
                 for y in b.options
             ]
             for x in a.options
         ]
         steps.append(step)
-        scores, pointers, sums = [], [], []
+        scores: list[float] = []
+        pointers: list[int] = []
+        sums: list[float] = []
         for j in range(len(b.options)):
             column = [best[-1][i] + step[i][j] for i in range(len(a.options))]
             k = max(range(len(column)), key=column.__getitem__)
@@ -201,9 +212,11 @@ def _decode(
         back.append(pointers)
         forward.append(sums)
     backward = [[0.0] * len(chain[-1].options)]
-    for a, step in zip(reversed(chain[:-1]), reversed(steps)):
+    for a, step in zip(reversed(chain[:-1]), reversed(steps), strict=True):
         after = backward[0]
-        backward.insert(0, [_logsumexp([step[i][j] + after[j] for j in range(len(after))]) for i in range(len(a.options))])
+        backward.insert(
+            0, [_logsumexp([step[i][j] + after[j] for j in range(len(after))]) for i in range(len(a.options))]
+        )
     z = _logsumexp(forward[-1])
     last = max(range(len(best[-1])), key=best[-1].__getitem__)
     path = [last]
