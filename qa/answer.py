@@ -351,7 +351,7 @@ def _local_coverage(question: _Question, readings: Sequence[Reading]) -> np.ndar
     """Per candidate, the share of the question's words it holds, each word weighted by log(1 + n / df) over the
     n candidates: the words every candidate holds (the topic, the title's) count little, the words only one holds
     (what the question asks about) much."""
-    held = [set(r.folded if question.query.folded else r.tokens) for r in readings]
+    held = [set(r.folded if not question.query.accented else r.tokens) for r in readings]
     n = len(held)
     weights = {}
     for term in question.weights:
@@ -385,7 +385,7 @@ def _coverage(question: _Question, read: Reading) -> float:
     total = sum(question.weights.values())
     if total <= 0:
         return 0.0
-    held = set(read.folded if question.query.folded else read.tokens)
+    held = set(read.folded if not question.query.accented else read.tokens)
     return sum(w for t, w in question.weights.items() if t in held) / total
 
 
@@ -393,7 +393,7 @@ def _row(
     question: _Question, read: Reading, coverage: float, score: float, hit: int, column: dict[str, int]
 ) -> np.ndarray:
     x = np.zeros(len(FEATURES), dtype=np.float64)
-    tokens = read.folded if question.query.folded else read.tokens
+    tokens = read.folded if not question.query.accented else read.tokens
     x[column["coverage"]] = coverage
     if question.pairs:
         shared = question.pairs.intersection(zip(tokens, tokens[1:], strict=False))

@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         retriever = Retriever(store, encoder, mode=args.mode)
-        report = evaluate(retriever, questions, ks=args.k, accent_free=args.strip_accents)
+        report = evaluate(retriever, questions, ks=args.k, accent_free=args.strip_accents, restore=args.restore)
     finally:
         store.close()
     print(json.dumps(report.to_json()) if args.json else format_report(report))
@@ -352,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_parse_ks, default=[1, 5, 10], help="recall cut-offs (default 1,5,10)")
     p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid", help="retrieval signals")
     p.add_argument("--strip-accents", action="store_true", help="ask the questions with tone marks removed")
+    p.add_argument(
+        "--no-restore",
+        dest="restore",
+        action="store_false",
+        help="read questions as typed: restore no tone marks (with --strip-accents, the baseline of restoration)",
+    )
     p.add_argument(
         "--whole-contexts",
         action="store_true",

@@ -1,4 +1,5 @@
-"""`qa eval`: index a retrieval set through the service's own pipeline and measure Recall@k, MRR@10, answer hits.
+"""`qa eval`: index a retrieval set through the service's own pipeline and measure Recall@k, MRR@10, answer hits,
+and, asked without tone marks, how well they were restored (`qa.restore`).
 
 Input is the shared format (`contexts.jsonl`: context_id, title, text; `retrieval.jsonl`: id, question,
 answers, context_id). Contexts become `Article`s, go through `Indexer` (chunking, encoder, `Store`) into a
@@ -24,7 +25,7 @@ from qa.files import read_jsonl
 from qa.indexing import Indexer
 from qa.retriever import ANSWER_HITS, Hit, Retriever
 from qa.store import Store, StoreError
-from qa.text import normalize, strip_accents
+from qa.text import normalize, strip_accents, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def evaluate(
     *,
     ks: Sequence[int] = (1, 5, 10),
     accent_free: bool = False,
+    restore: bool = True,
     batch_size: int = 64,
     progress: bool = True,
 ) -> EvalReport:
@@ -153,20 +155,26 @@ def evaluate(
     contains an answer string); and, asked as the API asks (top 5 hits, highlights and answer), `answer@1`: the
     chosen answer contains an answer string (a null answer counts as wrong), `answer_null`: the share answered
     null, `highlight_hit@1`: the top hit's highlight contains an answer string, and `highlight_hit@answer5`: of the
-    top 5 hits whose passage contains an answer string, the share whose highlight contains it too."""
+    top 5 hits whose passage contains an answer string, the share whose highlight contains it too. `accent_free`:
+    the questions are asked without their tone marks, and `restored_syllables` / `restored_questions` say how many
+    words (tokens with a letter) and whole questions were understood as the original spells them (`qa.restore`;
+    with `restore` false, read as typed)."""
     depth = max([*ks, 10])
     recall = dict.fromkeys(ks, 0)
     answer_hit = dict.fromkeys((1, 5), 0)
     reciprocal = 0.0
     answers = nulls = highlight_hits = 0
     answer_passages = answer_highlights = 0
+    words = words_right = questions_right = 0
     bar = tqdm(total=len(questions), desc="questions", unit="q", disable=not progress)
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
         texts = [strip_accents(q.question) if accent_free else q.question for q in batch]
-        results = retriever.search_many(texts, depth, one_per_article=True, with_highlights=False)
-        asked = retriever.search_many(texts, ANSWER_HITS)
-        for question, result, top in zip(batch, results, asked, strict=True):
+        results = retriever.search_many(texts, depth, one_per_article=True, with_highlights=False, restore=restore)
+        asked = retriever.search_many(texts, ANSWER_HITS, restore=restore)
+        for question, text, result, top in zip(batch, texts, results, asked, strict=True):
+            right, total = _restored_words(question.question, top.understood_as or text)
+            words, words_right, questions_right = words + total, words_right + right, questions_right + (right == total)
             rank = _rank_of(result.hits, question.context_id)
             for k in recall:
                 recall[k] += rank is not None and rank <= k
@@ -183,6 +191,12 @@ def evaluate(
         bar.update(len(batch))
     bar.close()
     n = max(len(questions), 1)
+    restoration = {}
+    if accent_free:
+        restoration = {
+            "restored_syllables": round(words_right / max(words, 1), 4),
+            "restored_questions": round(questions_right / n, 4),
+        }
     return EvalReport(
         questions=len(questions),
         recall={k: v / n for k, v in recall.items()},
@@ -195,8 +209,18 @@ def evaluate(
             "answer_null": round(nulls / n, 4),
             "highlight_hit@1": round(highlight_hits / n, 4),
             "highlight_hit@answer5": round(answer_highlights / max(answer_passages, 1), 4),
+            **restoration,
         },
     )
+
+
+def _restored_words(original: str, understood: str) -> tuple[int, int]:
+    """How many of the words (tokens with a letter) of `original` `understood` spells alike, of how many."""
+    expected, got = tokenize(original), tokenize(understood)
+    if len(expected) != len(got):  # restoration only changes letters, never where tokens split
+        return 0, sum(any(c.isalpha() for c in t) for t in expected)
+    pairs = [(e, g) for e, g in zip(expected, got, strict=True) if any(c.isalpha() for c in e)]
+    return sum(e == g for e, g in pairs), len(pairs)
 
 
 def _highlight_hit(hits: Sequence[Hit], answers: Sequence[str]) -> bool:
@@ -213,4 +237,10 @@ def format_report(report: EvalReport) -> str:
         f"{recall}  MRR@10 {report.mrr_at_10:.3f}\n{hits}  highlight@1 {report.extra['highlight_hit@1']:.3f}"
         f"  highlight@answer5 {report.extra['highlight_hit@answer5']:.3f}\n"
         f"answer sentence@1 {report.extra['answer@1']:.3f}  no answer {report.extra['answer_null']:.3f}"
+        + (
+            f"\nrestored: syllables {report.extra['restored_syllables']:.3f}"
+            f"  whole questions {report.extra['restored_questions']:.3f}"
+            if "restored_syllables" in report.extra
+            else ""
+        )
     )

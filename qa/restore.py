@@ -22,7 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from qa.text import canonical_tones, has_tone_marks, normalize, spellings, strip_accents, token_matches
+from qa.query import Query
+from qa.text import canonical_tones, has_tone_marks, spellings, strip_accents, token_matches
 
 __all__ = ["TABLE", "Counts", "Restoration", "Restored", "Smoothing", "restore"]
 
@@ -82,16 +83,9 @@ class Restoration:
         return self.text != self.typed
 
     def confident(self, threshold: float) -> list[str]:
-        """The question's syllables (lowercase, as indexed) whose restoration is at least `threshold` sure, or that
-        were typed with their marks; "" in place of the others, so adjacent pairs can still be read off."""
-        return [
-            canonical_tones(w.text).lower() if w.confidence >= threshold and _is_vietnamese(w) else ""
-            for w in self.words
-        ]
-
-
-def _is_vietnamese(word: Restored) -> bool:
-    return word.restored or has_tone_marks(word.text)
+        """The question's tokens as the index spells them (`qa.text.tokenize`), "" in place of those restored less
+        than `threshold` sure (so that adjacent pairs can still be read off)."""
+        return [canonical_tones(w.text).lower() if w.confidence >= threshold else "" for w in self.words]
 
 
 @dataclass(slots=True)
@@ -102,11 +96,13 @@ class _Slot:
     bare: str
 
 
-def restore(text: str, counts: Counts, smoothing: Smoothing | None = None) -> Restoration | None:
-    """The most probable marked form of `text`, or None when there is nothing to restore (no bare Vietnamese
-    syllable, or a question typed with its marks)."""
+def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) -> Restoration | None:
+    """The most probable marked form of `query`, or None when there is nothing to restore (another language, no
+    bare Vietnamese syllable, or a question typed with its marks)."""
+    if query.foreign or query.restoration is not None:
+        return None
     smoothing = smoothing or Smoothing()
-    text = normalize(text).strip()
+    text = query.text
     matches = token_matches(text)
     kinds = [_kind(m, text) for m in matches]
     bare, marked = kinds.count("bare"), kinds.count("marked")

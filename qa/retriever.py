@@ -31,6 +31,8 @@ from qa.domain import Article, Passage, Span, sentence_inputs
 from qa.encoders import Encoder
 from qa.lexical import LexicalHits
 from qa.query import Query
+from qa.restore import Smoothing
+from qa.restore import restore as restore_marks
 from qa.schemas import Filters
 from qa.scoring import scaled, zscores
 from qa.store import Store, StoredPassage
@@ -75,6 +77,7 @@ class SearchResult:
     answer: HitAnswer | None = None  # None: not asked for, or no credible answer among the top hits
     # The top `ANSWER_HITS` hits as the answer selector saw them, in fused order (benchmarks/fit_answer.py fits them).
     evidence: list[Evidence] = field(default_factory=list)
+    understood_as: str | None = None  # the question with its tone marks restored (`qa.restore`); None: as typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +100,23 @@ class _Ranking:
 @dataclass(frozen=True, slots=True)
 class Fusion:
     """How dense and lexical scores combine; weights chosen on both dev sets (benchmarks/quality.md).
-    `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks; `sentence_weight` weighs
-    the best sentence's cosine, added when every candidate has sentence vectors."""
+    `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks and read as typed;
+    `restored_dense_weights` to those whose marks were restored (`qa.restore`): (least confidence, weight) bands,
+    most confident first, the first band the restoration's confidence reaches; `sentence_weight` weighs the best
+    sentence's cosine, added when every candidate has sentence vectors."""
 
     dense_weight: float = 0.5
     unaccented_dense_weight: float = 0.3
+    restored_dense_weights: tuple[tuple[float, float], ...] = ((0.0, 0.5),)
     sentence_weight: float = 0.2
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.dense_weight <= 1.0 and 0.0 <= self.unaccented_dense_weight <= 1.0):
+        weights = [self.dense_weight, self.unaccented_dense_weight, *(w for _, w in self.restored_dense_weights)]
+        if not all(0.0 <= w <= 1.0 for w in weights):
             raise ValueError("dense weights must be within [0, 1]")
+        floors = [floor for floor, _ in self.restored_dense_weights]
+        if not floors or floors != sorted(floors, reverse=True) or floors[-1] > 0.0:
+            raise ValueError("restored_dense_weights must run from the most confident band down to 0")
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ValueError("sentence_weight must be within [0, 1]")
 
@@ -114,6 +124,9 @@ class Fusion:
         """The dense weight of `query`: all of it for another language, less without tone marks."""
         if query.foreign:
             return 1.0
+        if query.restoration is not None:
+            confidence = query.restoration.confidence
+            return next(w for floor, w in self.restored_dense_weights if confidence >= floor)
         return self.dense_weight if query.accented else self.unaccented_dense_weight
 
     def combine(
@@ -173,6 +186,7 @@ class Retriever:
         fusion: Fusion | None = None,
         model_highlights: int = 1,
         answers: AnswerModel | None = None,
+        smoothing: Smoothing | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -186,6 +200,7 @@ class Retriever:
         # rest go without the model's cosine), since encoding at question time is slow (benchmarks/quality.md).
         self.model_highlights = model_highlights
         self.answers = answers or AnswerModel.shipped()
+        self.smoothing = smoothing or Smoothing()  # how tone marks are restored (`qa.restore`)
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._sentence_encoder: Encoder | None = None
         self._sentence_lock = threading.Lock()
@@ -203,14 +218,19 @@ class Retriever:
         min_score: float | None = None,
         one_per_article: bool = False,
         with_highlights: bool = True,
+        restore: bool = True,
         stages: StageObserver | None = None,
     ) -> list[SearchResult]:
+        """`restore`: a question typed without its tone marks is read with them restored (`qa.restore`)."""
         if top_k < 1 or offset < 0:
             raise ValueError("top_k must be at least 1 and offset at least 0")
         queries = [Query.parse(q) for q in questions]
         scope = self.store.scope(None if filters is None or is_empty(filters) else filters)
         if not queries:
             return []
+        if restore:
+            with timed(stages, "restore"):
+                queries = self._restored(queries, scope)
         # Overlapping passages of one article crowd each other out: fetch enough to fill the page anyway.
         depth = max(self.candidates, (offset + top_k) * 4)
         rankings, vectors = self._candidates(queries, depth, scope, stages)
@@ -270,7 +290,22 @@ class Retriever:
                 in_title = top.answer.span is None
                 span = (0, len(hit.article.title)) if top.answer.span is None else top.answer.span
                 answer = HitAnswer(hit, top.answer.text, span, in_title, top.answer.score)
-            out.append(SearchResult(hits[offset : offset + top_k], total, answer, evidence[:ANSWER_HITS]))
+            restoration = query.restoration
+            understood = restoration.text if restoration is not None and restoration.changed else None
+            page = hits[offset : offset + top_k]
+            out.append(SearchResult(page, total, answer, evidence[:ANSWER_HITS], understood_as=understood))
+        return out
+
+    def _restored(self, queries: list[Query], scope: Scope) -> list[Query]:
+        """Each question with its tone marks restored where it lacks them, from the corpus's counts (`qa.restore`)."""
+        wanting = [q for q in queries if not q.foreign and q.restoration is None]
+        if not wanting:
+            return queries
+        counts = self.store.term_counts(scope=scope)
+        out = []
+        for query in queries:
+            restoration = restore_marks(query, counts, self.smoothing)
+            out.append(query if restoration is None else query.restored(restoration))
         return out
 
     def _sentence_cosines(

@@ -205,6 +205,10 @@ class Store:
         """The top `k` BM25 matches of one question within `scope` (see `LexicalIndex.search`)."""
         return self._indexes.search_lexical(query, k, scope)
 
+    def term_counts(self, *, scope: Scope | None = None) -> LexicalIndex:
+        """The lexical index a search within `scope` reads, for its passage counts per term (`qa.restore`)."""
+        return self._indexes.term_counts(scope)
+
     def lexical_scores(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 of one question for each of `keys` (0 where it shares no term)."""
         return self._indexes.lexical_scores(query, keys)

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, Protocol, get_args
 
-# encode: the questions into vectors; dense: the vector search; lexical: BM25, and in hybrid mode the fusion of
-# both signals; hydrate: the hits' records read from the store; answer: highlights and the answer sentence.
-Stage = Literal["encode", "dense", "lexical", "hydrate", "answer"]
+# restore: the tone marks of questions typed without them (`qa.restore`); encode: the questions into vectors;
+# dense: the vector search; lexical: BM25, and in hybrid mode the fusion of both signals; hydrate: the hits' records
+# read from the store; answer: highlights and the answer sentence.
+Stage = Literal["restore", "encode", "dense", "lexical", "hydrate", "answer"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
 
 

@@ -158,9 +158,13 @@ def test_a_question_reads_each_thing_from_the_store_once(service, monkeypatch):
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        ("hybrid", ["encode", "search", "dense", "search_lexical", "lexical", "passages_by_key", "hydrate", "answer"]),
-        ("dense", ["encode", "search", "dense", "passages_by_key", "hydrate", "answer"]),
-        ("lexical", ["search_lexical", "lexical", "passages_by_key", "hydrate", "answer"]),
+        (
+            "hybrid",
+            ["restore", "encode", "search", "dense", "search_lexical", "lexical", "passages_by_key", "hydrate"]
+            + ["answer"],
+        ),
+        ("dense", ["restore", "encode", "search", "dense", "passages_by_key", "hydrate", "answer"]),
+        ("lexical", ["restore", "search_lexical", "lexical", "passages_by_key", "hydrate", "answer"]),
     ],
 )
 def test_each_stage_is_reported_once_around_its_own_work(service, monkeypatch, mode, expected):

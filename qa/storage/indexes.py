@@ -317,6 +317,13 @@ class DerivedIndexes:
         with self._published.reading():
             return (self._pinned(scope).lexical or self.lexical).search(query, k, allowed)
 
+    def term_counts(self, scope: Scope | None) -> LexicalIndex:
+        """The lexical index as a search within `scope` reads it, for its passage counts per term (`qa.restore`)."""
+        if self.lexical.shared:
+            return self.lexical
+        with self._published.reading():
+            return self._pinned(scope).lexical or self.lexical
+
     def lexical_scores(self, query: Query, keys: Sequence[int]) -> np.ndarray:
         """BM25 of one question for each of `keys` (0 where it shares no term)."""
         with self._published.reading():

@@ -132,8 +132,8 @@ def test_a_failing_request_counts_as_the_500_it_got_and_its_failing_stage_as_obs
     text = scrape(http)
     assert samples(text, "viqa_http_requests_total")[labels(method="POST", route="/v1/ask", status="500")] == 1
     counts = samples(text, "viqa_question_stage_duration_seconds_count")
-    # encode ran, dense failed (and is timed all the same), nothing after it ran.
-    assert counts == {labels(stage=stage): int(stage in ("encode", "dense")) for stage in STAGES}
+    # restore and encode ran, dense failed (and is timed all the same), nothing after it ran.
+    assert counts == {labels(stage=stage): int(stage in ("restore", "encode", "dense")) for stage in STAGES}
 
 
 def test_index_gauges_are_the_store_manifest(http, service):
