@@ -5,10 +5,10 @@ Syllables: the unigram vocabulary of the model the service ships with, intfloat/
 its SentencePiece vocabulary is XLM-RoBERTa's, MIT, learned on CommonCrawl text): each word-initial piece that is a
 marked Vietnamese syllable, its probability scaled so that "có" (the commonest that is no word of another language)
 holds `TOP_SHARE`, and none more. Bare syllables are left
-out (the same letters are words of other languages, whose frequency the vocabulary mixes in). Pairs: the phrases
-questions are asked with (`QUESTION_PHRASES`, written for this project), which the passages searched, being
-statements, seldom hold. The eval sets' questions are never read. Run after materialising the model (`make run` or
-`qa index`):
+out (the same letters are words of other languages, whose frequency the vocabulary mixes in). Pairs, and their
+syllables: the phrases questions are asked with (`QUESTION_PHRASES`, written for this project), which the passages
+searched, being statements, seldom hold. The eval sets' questions are never read. Run after materialising the model
+(`make run` or `qa index`):
 
     .venv/bin/python -m benchmarks.build_syllables [--model embeddings/models/multilingual-e5-small]
 """
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "embeddings" / "models" / "multilingual-e5-small"
 WORD_START = "\u2581"  # SentencePiece's word-initial marker
 TOP_SHARE = 0.5  # the share of passages given to "có" (in Vietnamese text, "có" and "và" are in about half)
-PHRASE_SHARE = 0.01  # the share given to each question phrase
+PHRASE_SHARE = 0.01  # the share given to each question phrase, and at least to each of its syllables
 # How Vietnamese asks: question words, and the verbs and particles around them.
 QUESTION_PHRASES = """
 bao nhiêu|bao lâu|bao xa|bao giờ|bao nhiêu năm|bao nhiêu người|có bao nhiêu|là bao nhiêu|mấy người|mấy năm
@@ -45,12 +45,13 @@ có phải|phải không|hay không|có không|được không|là gì|là một
 """
 
 
-def question_pairs() -> dict[str, float]:
-    """The adjacent pairs of `QUESTION_PHRASES`, as the lexical engine spells them ("bao_nhiêu")."""
-    pairs: dict[str, float] = {}
+def question_terms() -> dict[str, float]:
+    """The syllables and adjacent pairs of `QUESTION_PHRASES`, as the lexical engine spells them ("bao_nhiêu")."""
+    terms: dict[str, float] = {}
     for phrase in QUESTION_PHRASES.replace("\n", "|").split("|"):
-        pairs.update(dict.fromkeys(bigrams_of(tokenize(phrase)), PHRASE_SHARE))
-    return pairs
+        syllables = tokenize(phrase)
+        terms.update(dict.fromkeys(syllables + bigrams_of(syllables), PHRASE_SHARE))
+    return terms
 
 
 def marked_syllables(vocab: list[tuple[str, float]]) -> dict[str, float]:
@@ -74,7 +75,8 @@ def main() -> None:
     tokenizer = json.loads((args.model / "tokenizer.json").read_text(encoding="utf-8"))
     scores = marked_syllables([(p, float(s)) for p, s in tokenizer["model"]["vocab"]])
     shares = {word: min(TOP_SHARE, TOP_SHARE * math.exp(score - scores["có"])) for word, score in scores.items()}
-    shares.update(question_pairs())
+    for term, share in question_terms().items():
+        shares[term] = max(share, shares.get(term, 0.0))
     rows = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
     lines = [f"{term}\t{share:.3g}" for term, share in rows if share >= 1e-6]
     header = (

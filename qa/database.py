@@ -94,8 +94,9 @@ title_vectors = sa.Table(
 
 
 # With a lexical engine that keeps no term statistics of its own reachable per term (Milvus): how many passages hold
-# each word, in the write's own transaction, for the answer's idf weights (`Store.idf`). Unigrams only:
-# accented syllables ("syllables") and accent-free ones ("folded").
+# each word, in the write's own transaction, for the answer's idf weights (`Store.idf`) and tone-mark restoration
+# (`qa.restore`): accented syllables ("syllables") and their adjacent pairs ("phrases"), accent-free syllables
+# ("folded"; not their pairs).
 term_stats = sa.Table(
     "term_stats",
     metadata,

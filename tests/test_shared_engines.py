@@ -16,6 +16,7 @@ from qa import database as db
 from qa.domain import Article
 from qa.indexing import Indexer
 from qa.query import Query
+from qa.restore import restore
 from qa.schemas import Filters
 from qa.storage.records import passage_rows
 from qa.storage.terms import term_counts
@@ -226,3 +227,21 @@ def test_a_milvus_restart_is_an_error_while_down_then_searches_and_writes_resume
         indexer.add([article("gia", BODIES["gia"])], origin="api")
         assert lexical_ids(store, "giá xăng") == ["gia"]
         store.close()
+
+
+def test_a_replica_restores_tone_marks_as_the_embedded_store_does(replicas, tmp_path) -> None:
+    """Tone-mark restoration reads the pairs' counts from the database's `term_stats` in the distributed deployment,
+    from tantivy in the embedded one: the same passages give the same counts, so the same restorations."""
+    a, b, _ = replicas
+    local = Store.create(tmp_path / "local", model=ENC.name, dim=ENC.dim, chunking=SMALL_CHUNKING)
+    items = [article(i, body) for i, body in BODIES.items()]
+    for store in (a, local):
+        Indexer(store, ENC, chunking=SMALL_CHUNKING).add(items, origin="api")
+    pairs = ["chủ_trì", "cuộc_họp", "hà_nội", "đảng_viên", "viên_mới", "họp_ban", "không_có"]
+    assert b.term_counts().doc_freqs("phrases", pairs) == local.term_counts().doc_freqs("phrases", pairs)
+    assert b.term_counts().doc_freqs("phrases", pairs)[:4] == [1, 1, 2, 1]
+    for question in ("ai chu tri cuoc hop Ban Chi dao?", "gia xang tang bao nhieu", "ha noi mua to"):
+        ours = restore(Query.parse(question), b.term_counts())
+        assert ours is not None and ours == restore(Query.parse(question), local.term_counts()), question
+    assert restore(Query.parse("ai chu tri cuoc hop"), b.term_counts()).text == "ai chủ trì cuộc họp"  # type: ignore[union-attr]
+    local.close()

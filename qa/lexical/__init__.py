@@ -66,7 +66,8 @@ class LexicalIndex(DerivedIndex, Protocol):
         ...
 
     def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
-        """How many passages hold each of `terms` in `field` ("syllables" or "folded"; tantivy also "phrases")."""
+        """How many passages hold each of `terms` in `field` ("syllables", "phrases", or "folded"; a backend whose
+        counts the database keeps, "folded" unigrams only)."""
         ...
 
 

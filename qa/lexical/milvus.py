@@ -8,8 +8,9 @@ anything but Latin letters and digits ("1,5", "20%", "3/4", other scripts) is wr
 hex. A question is scored as with tantivy: BM25(syllables) + `PHRASE_WEIGHT` * BM25(phrases), or BM25(folded) for
 one without tone marks; the fields' best are gathered in one hybrid search, then the union is scored exactly in a
 second. Milvus keeps no per-term counts a client can read, so the database keeps them (`qa.storage.terms`, in
-`qa.database.term_stats`), handed over as `Site.term_stats`: they give the answer's idf weights and the bound of
-lexical-only scores (over the unigram terms alone: bigrams are not counted).
+`qa.database.term_stats`), handed over as `Site.term_stats`: they give the answer's idf weights, the bound of
+lexical-only scores (over the unigram terms alone) and the counts tone-mark restoration reads (`qa.restore`: accented
+syllables and pairs).
 """
 
 from __future__ import annotations

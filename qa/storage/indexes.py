@@ -31,7 +31,7 @@ from qa.milvus import MilvusError
 from qa.query import Query
 from qa.storage.meta import ENGINE_PREFIX, Manifest, Meta, StoreError
 from qa.storage.records import Records, chunks, passage_rows
-from qa.storage.terms import TermStats, term_counts
+from qa.storage.terms import TERMS_VERSION, TermStats, term_counts
 from qa.vectors import VectorConfig, VectorIndex, vector_engine
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ class DerivedIndexes:
         One replica fills it while the others wait on the database's lock, then find it complete."""
         collection = engine.collection_at(site)
         marker = ENGINE_PREFIX + collection
+        if not vectors and self.term_stats is not None:
+            marker += f"@terms{TERMS_VERSION}"  # a collection filled when fewer terms were counted is filled again
         with self.engine.begin() as conn:
             db.lock_name(conn, marker)
             if conn.scalar(sa.select(db.meta.c.value).where(db.meta.c.key == marker)) is not None:

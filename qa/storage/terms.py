@@ -1,5 +1,7 @@
 """Term statistics for a lexical engine whose per-term counts a client cannot read (Milvus BM25): how many passages
-hold each word, kept in the database (`qa.database.term_stats`) and moved in each write's own transaction."""
+hold each word and each pair of words, kept in the database (`qa.database.term_stats`) and moved in each write's
+own transaction. `TERMS_VERSION` names what is counted: a collection filled when fewer things were counted is filled
+again (`qa.storage.indexes`), so that every replica reads complete counts."""
 
 from __future__ import annotations
 
@@ -19,14 +21,18 @@ if TYPE_CHECKING:
 
 # The `term_stats` row that counts the passages (BM25's N).
 ALL_PASSAGES = ("", "")
+# Bump when `term_counts` counts something more: 2 added the accented pairs ("phrases").
+TERMS_VERSION = 2
 
 
 def term_counts(texts: Iterable[str]) -> Counter[tuple[str, str]]:
-    """(field, term) → passages holding it, over `texts` (as the lexical index reads passages; unigrams only)."""
+    """(field, term) → passages holding it, over `texts` (as the lexical index reads passages): the accented and
+    accent-free syllables, and the accented pairs ("phrases", which tone-mark restoration reads: `qa.restore`)."""
     counts: Counter[tuple[str, str]] = Counter()
     for text in texts:
         terms = passage_terms(text)
         counts.update(("syllables", term) for term in set(terms.syllables))
+        counts.update(("phrases", term) for term in set(terms.phrases))
         counts.update(("folded", term) for term in set(terms.folded) if "_" not in term)
     return counts
 
@@ -50,7 +56,7 @@ class TermStats:
         return self.doc_freqs(ALL_PASSAGES[0], [ALL_PASSAGES[1]])[0]
 
     def doc_freqs(self, field: str, terms: Sequence[str]) -> list[int]:
-        """How many passages hold each of `terms` in `field` ("syllables" or "folded" unigrams)."""
+        """How many passages hold each of `terms` in `field` ("syllables", "phrases", or "folded" unigrams)."""
         if not terms:
             return []
         table = db.term_stats.c
