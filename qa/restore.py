@@ -47,15 +47,17 @@ class Counts(Protocol):
 @dataclass(frozen=True, slots=True)
 class Smoothing:
     """How the counts combine (benchmarks/quality.md, "Tone-mark restoration"). A syllable's count is the corpus's
-    plus the passages times `table` times the general table's share of it (`phrases` for a pair). A pair's count,
-    less `discount`, is interpolated with the next syllable's probability, weighted as `pair` passages: a pair held
-    by one or two passages is weak evidence in a small corpus. A spelling neither knows holds an `unknown` share of
-    the passages, the bare one as typed a `bare` share (so that it wins when nothing is known)."""
+    plus `table` times the general table's share of it in as many passages as the corpus holds (at least `sample`);
+    a pair's, the corpus's less `discount` (a pair one passage holds is weak evidence) plus `phrases` times the
+    table's. A pair is interpolated with the next syllable's probability, weighted as `pair` passages. A spelling
+    neither knows holds an `unknown` share of those passages, the bare one as typed a `bare` share (so that it wins
+    when nothing is known)."""
 
     table: float = 0.1
     phrases: float = 3.0
     pair: float = 1.0
     discount: float = 0.5
+    sample: int = 1000
     unknown: float = 1e-6
     bare: float = 1e-4
     names: float = 0.5  # a name (capitalised after the first word) is restored only when at least this sure
@@ -113,23 +115,25 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
     for match, kind in zip(matches, kinds, strict=True):
         term = canonical_tones(match.group()).lower()
         slots.append(_Slot(list(spellings(term)) if kind in ("bare", "name") else [term], term))
-    n_docs = max(len(counts), 1)
+    n_docs = len(counts)
+    sample = max(n_docs, smoothing.sample)  # the passages the general table stands for
     table = _table()
 
-    def counted(found: dict[str, int], weight: float) -> dict[str, float]:
-        return {term: n + weight * n_docs * table.get(term, 0.0) for term, n in found.items()}
+    def counted(found: dict[str, int], weight: float, discount: float = 0.0) -> dict[str, float]:
+        return {term: max(n - discount, 0.0) + weight * sample * table.get(term, 0.0) for term, n in found.items()}
 
     unigrams = counted(_ask(counts, "syllables", [o for s in slots for o in s.options]), smoothing.table)
     for slot in slots:
         for option in slot.options:
             floor = smoothing.bare if option == slot.bare else smoothing.unknown
-            unigrams[option] = max(unigrams[option], floor * n_docs)
+            unigrams[option] = max(unigrams[option], floor * sample)
         if len(slot.options) > 1:
             kept = sorted(slot.options, key=lambda o: -unigrams[o])[:_BEAM]
             slot.options = [o for o in slot.options if o in kept]
     adjacent = zip(slots, slots[1:], strict=False)
-    pairs = counted(_ask(counts, "phrases", [p for a, b in adjacent for p in _pairs(a, b)]), smoothing.phrases)
-    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs * (1.0 + smoothing.table), smoothing)
+    asked = _ask(counts, "phrases", [p for a, b in adjacent for p in _pairs(a, b)])
+    pairs = counted(asked, smoothing.phrases, smoothing.discount)
+    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs + sample * smoothing.table, smoothing.pair)
     words: list[Restored] = []
     pieces: list[str] = []
     last = 0
@@ -174,7 +178,7 @@ def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:
 
 
 def _decode(
-    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, smoothing: Smoothing
+    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, weight: float
 ) -> tuple[list[str], list[float], float]:
     """Viterbi over the chain, and forward-backward: the best spelling per slot, each one's posterior, and the log
     of the best sequence's share of all."""
@@ -187,8 +191,7 @@ def _decode(
         step = [
             [
                 math.log(
-                    (max(pairs.get(f"{x}_{y}", 0.0) - smoothing.discount, 0.0) + smoothing.pair * unigrams[y] / total)
-                    / (unigrams[x] + smoothing.pair)
+                    (pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight)
                 )
                 for y in b.options
             ]
