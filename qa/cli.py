@@ -204,6 +204,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
     options = SearchOptions(top_k=args.top_k) if args.top_k else SearchOptions()
     options.filters = args.filters
+    options.restore = args.restore
     service = Service.load(settings)
     try:
         [answer] = service.ask([args.question], options)
@@ -211,6 +212,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             print(answer.model_dump_json(indent=2))
         else:
             color = sys.stdout.isatty()
+            if answer.understood_as is not None:
+                print(f"Understood as: {answer.understood_as}  (--as-typed asks exactly as typed)\n")
             if not answer.hits:
                 print("no passages found (is the index empty?)")
             else:
@@ -335,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("-k", "--top-k", type=int, help="number of passages (default 5)")
     p.add_argument("--json", action="store_true", help="print the API's JSON response shape")
+    p.add_argument(
+        "--as-typed",
+        dest="restore",
+        action="store_false",
+        help="read the question exactly as typed (restore no tone marks it lacks)",
+    )
     dates = "(Vietnam time unless it carries an offset)"
     for flag, field, metavar, explained in (
         ("--from", "published_from", "DATE", f"published from DATE on: 2020, 2020-05, 2020-05-03, … {dates}"),

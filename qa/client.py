@@ -12,6 +12,9 @@ running::
             for span in hit.highlights:
                 print("   ", hit.text[span.start : span.end])
 
+A question typed without its tone marks is read with them restored: `answer.understood_as` says how ("quan nam tu
+liem" → "quận Nam Từ Liêm"), or is None when it was read as typed; `restore=False` asks exactly as typed.
+
 Errors raise `QAError` subclasses carrying the server's `code`, `message` and `detail`. Filters are checked
 here before sending (`qa.schemas.Filters`, the server's own rules): a bad date raises the `BadRequest` the
 server would answer (422, same code, message and detail) without sending anything.
@@ -167,6 +170,7 @@ class AskOptions(TypedDict, total=False):
     min_score: float
     one_per_article: bool
     highlight: bool
+    restore: bool  # false: read the question exactly as typed (no tone marks restored; see `understood_as`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,12 @@ class SearchOptions(BaseModel):
         description="Mark the sentence of each passage that best answers the question, and choose the `answer`"
         " (false: neither; the top hits are ordered by their answers either way).",
     )
+    restore: bool = Field(
+        True,
+        strict=True,
+        description="Read a Vietnamese question typed without its tone marks (or with only a few) with them restored"
+        " from the indexed text (`understood_as` says how); false: exactly as typed.",
+    )
 
 
 class AskRequest(SearchOptions):
@@ -215,6 +221,11 @@ class AskResponse(BaseModel):
         None,
         description="The one sentence among the top hits that answers the question, or null when none is a credible"
         " answer (or `highlight` is false). Absent from servers older than the field: read as null.",
+    )
+    understood_as: str | None = Field(
+        None,
+        description="The question as it was read, with the tone marks it lacked restored (`restore`); null when it"
+        " was read as typed. Absent from servers older than the field: read as null.",
     )
     hits: list[AskHit]
     total: int = Field(description="Passages that matched (within the candidate pool), before paging.")

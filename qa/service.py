@@ -104,6 +104,7 @@ class Service:
             min_score=options.min_score,
             one_per_article=options.one_per_article,
             with_highlights=options.highlight,
+            restore=options.restore,
             stages=stages,
         )
         took_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -111,6 +112,7 @@ class Service:
             AskResponse(
                 question=question,
                 answer=None if result.answer is None else answer_schema(result.answer),
+                understood_as=result.understood_as,
                 hits=[hit_schema(h) for h in result.hits],
                 total=result.total,
                 took_ms=took_ms,

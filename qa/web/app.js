@@ -178,6 +178,7 @@
     state.total = data.total;
     state.tookMs = data.took_ms;
     state.replyData = data.answer; // an object, null (no sentence answers), or undefined (an API without `answer`)
+    state.understoodAs = data.understood_as || null; // the question with its tone marks restored, or null
     return data.hits;
   }
 
@@ -434,6 +435,24 @@
     return 'Câu trả lời: ' + answer.text;
   }
 
+  // Above the reply when the question was read with its tone marks restored: how, and one click to ask it exactly
+  // as typed.
+  function renderUnderstood(state) {
+    const note = el('p', 'understood');
+    note.appendChild(document.createTextNode('Đã hiểu là: '));
+    note.appendChild(el('q', 'understood-text', state.understoodAs));
+    const asTyped = el('button', 'link-button as-typed', 'Hỏi đúng như đã gõ');
+    asTyped.type = 'button';
+    asTyped.addEventListener('click', function () {
+      if (busy) return;
+      addTurn(state.request.question, Object.assign({}, state.request, { restore: false }));
+    });
+    note.appendChild(document.createTextNode(' · '));
+    note.appendChild(asTyped);
+    state.answer.insertBefore(note, state.reply);
+    return 'Đã hiểu câu hỏi là: ' + state.understoodAs + '. ';
+  }
+
   function renderError(answer, err, retry) {
     const box = el('div', 'error');
     box.setAttribute('role', 'alert');
@@ -488,9 +507,10 @@
 
     const firstNew = placeHits(state, fresh, firstPage ? state.replyData : null);
     if (firstPage) {
+      const understood = state.understoodAs ? renderUnderstood(state) : '';
       if (state.replyData !== undefined || !fresh.length) {
         state.reply.hidden = false;
-        announce(renderReply(state, state.replyData, fresh));
+        announce(understood + renderReply(state, state.replyData, fresh));
       } else {
         announce('Đã có ' + fresh.length + ' kết quả.'); // an API without `answer`: the cards alone
       }
@@ -514,12 +534,15 @@
     }
   }
 
-  function addTurn(question) {
+  // `asked`: the request of an earlier turn to send again as it is (asked exactly as typed), else one is made.
+  function addTurn(question, asked) {
     emptyState.hidden = true;
-    const request = { question: question, top_k: PAGE_SIZE };
-    const f = readFilters();
-    if (Object.keys(f).length) request.filters = f;
-    if (filters.onePerArticle.checked) request.one_per_article = true;
+    const request = asked || { question: question, top_k: PAGE_SIZE };
+    if (!asked) {
+      const f = readFilters();
+      if (Object.keys(f).length) request.filters = f;
+      if (filters.onePerArticle.checked) request.one_per_article = true;
+    }
 
     turnCount += 1;
     const turn = el('li', 'turn');
@@ -530,6 +553,7 @@
     turn.appendChild(ask);
     const filterNote = describeFilters(request);
     if (filterNote) turn.appendChild(el('p', 'filter-note', filterNote));
+    if (request.restore === false) turn.appendChild(el('p', 'filter-note as-typed-note', 'Hỏi đúng như đã gõ'));
 
     const answer = el('section', 'answer');
     answer.setAttribute('aria-label', 'Kết quả cho câu hỏi: ' + question);

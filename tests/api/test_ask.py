@@ -59,6 +59,19 @@ def test_no_answer_when_nothing_answers_or_highlights_are_off(app_client):
     assert plain["answer"] is None and plain["hits"]
 
 
+def test_a_question_without_tone_marks_says_how_it_was_understood(app_client):
+    typed = "quan Nam Tu Liem co bao nhieu dang vien?"
+    body = app_client.post("/v1/ask", json={"question": typed}).json()
+    assert body["question"] == typed and body["understood_as"] == "quận Nam Từ Liêm có bao nhiêu đảng viên?"
+    assert "10.254 đảng viên" in body["hits"][0]["text"] and "10.254" in body["answer"]["text"]
+    as_typed = app_client.post("/v1/ask", json={"question": typed, "restore": False}).json()
+    assert as_typed["understood_as"] is None and as_typed["hits"]
+    for marked in ("Quận Nam Từ Liêm có bao nhiêu đảng viên?", "bitcoin price"):  # read as typed
+        assert app_client.post("/v1/ask", json={"question": marked}).json()["understood_as"] is None, marked
+    batch = app_client.post("/v1/ask/batch", json={"questions": [typed, "bitcoin price"]}).json()
+    assert [r["understood_as"] for r in batch["results"]] == [body["understood_as"], None]
+
+
 def test_a_title_that_states_the_answer_is_the_answer(app_client):
     """News titles often hold the answer alone ("giá 1,3 tỷ đồng"): the title is a candidate like a sentence."""
     body = (
@@ -147,6 +160,11 @@ def test_client_ask_options(client):
 
     plain = client.ask(QUESTION, top_k=3, highlight=False)
     assert all(h.highlights == [] for h in plain.hits)
+
+    assert answer.understood_as is None
+    unmarked = client.ask("quan Nam Tu Liem co bao nhieu dang vien?", top_k=3)
+    assert unmarked.understood_as == QUESTION.replace("Quận", "quận")
+    assert client.ask("quan Nam Tu Liem co bao nhieu dang vien?", restore=False).understood_as is None
 
     distinct = client.ask(QUESTION, top_k=5, one_per_article=True)
     assert len({h.article.id for h in distinct.hits}) == len(distinct.hits)
