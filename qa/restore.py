@@ -190,9 +190,7 @@ def _decode(
     for a, b in zip(chain, chain[1:], strict=False):
         step = [
             [
-                math.log(
-                    (pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight)
-                )
+                math.log((pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight))
                 for y in b.options
             ]
             for x in a.options
