@@ -175,6 +175,26 @@ def assert_grouped_without_repeats(cards: list[dict], hits: list[dict]) -> None:
 # --- the reply and its sources -----------------------------------------------------------------------------
 
 
+def test_a_question_without_tone_marks_shows_how_it_was_understood_and_asks_as_typed_in_one_click(page, base_url):
+    typed = "quan Nam Tu Liem co bao nhieu dang vien?"
+    understood = api_ask(base_url, typed)["understood_as"]
+    assert understood == "quận Nam Từ Liêm có bao nhiêu đảng viên?"
+    turn = ask(page, typed)
+    assert css(turn, ".question-bubble")[0].text == typed
+    note = css(turn, ".understood")[0]
+    assert note.text.startswith("Đã hiểu là: ") and css(note, ".understood-text")[0].text == understood
+    # Above the reply, which follows as for any question.
+    assert js(page, "return arguments[0].querySelector('.answer').firstElementChild", turn) == note
+    assert css(turn, ".reply")[0].is_displayed()
+    click(page, css(note, ".as-typed")[0])
+    again = settled(page, 2)
+    assert css(again, ".question-bubble")[0].text == typed
+    assert css(again, ".as-typed-note")[0].text == "Hỏi đúng như đã gõ"
+    assert not css(again, ".understood") and css(again, ".card")
+    # A question typed with its marks says nothing of the kind.
+    assert not css(ask(page, QUESTION, turns=3), ".understood")
+
+
 def test_the_answer_comes_first_as_the_reply_with_its_source(page, base_url):
     expected = api_ask(base_url, QUESTION)
     answer = expected["answer"]
