@@ -119,10 +119,8 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
     sample = max(n_docs, smoothing.sample)  # the passages the general table stands for
     table = _table()
 
-    def counted(found: dict[str, int], weight: float, discount: float = 0.0) -> dict[str, float]:
-        return {term: max(n - discount, 0.0) + weight * sample * table.get(term, 0.0) for term, n in found.items()}
-
-    unigrams = counted(_ask(counts, "syllables", [o for s in slots for o in s.options]), smoothing.table)
+    seen = _ask(counts, "syllables", [o for s in slots for o in s.options])
+    unigrams = {term: n + smoothing.table * sample * table.get(term, 0.0) for term, n in seen.items()}
     for slot in slots:
         for option in slot.options:
             floor = smoothing.bare if option == slot.bare else smoothing.unknown
@@ -130,9 +128,13 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
         if len(slot.options) > 1:
             kept = sorted(slot.options, key=lambda o: -unigrams[o])[:_BEAM]
             slot.options = [o for o in slot.options if o in kept]
-    adjacent = zip(slots, slots[1:], strict=False)
-    asked = _ask(counts, "phrases", [p for a, b in adjacent for p in _pairs(a, b)])
-    pairs = counted(asked, smoothing.phrases, smoothing.discount)
+    candidates = [(x, y) for a, b in zip(slots, slots[1:], strict=False) for x in a.options for y in b.options]
+    # A pair is asked of the corpus only when both its syllables are in some passage: else no passage holds it.
+    asked = _ask(counts, "phrases", [f"{x}_{y}" for x, y in candidates if seen[x] and seen[y]])
+    pairs = {
+        pair: max(asked.get(pair, 0) - smoothing.discount, 0.0) + smoothing.phrases * sample * table.get(pair, 0.0)
+        for pair in (f"{x}_{y}" for x, y in candidates)
+    }
     picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs + sample * smoothing.table, smoothing.pair)
     words: list[Restored] = []
     pieces: list[str] = []
@@ -164,11 +166,6 @@ def _kind(match: re.Match[str], text: str) -> str:
     if len(word) > 1 and word.isupper():
         return "kept"
     return "name" if word[0].isupper() and not starts else "bare"
-
-
-def _pairs(a: _Slot, b: _Slot) -> list[str]:
-    """The phrase terms (`qa.lexical.analysis`) of every spelling of `a` followed by every spelling of `b`."""
-    return [f"{x}_{y}" for x in a.options for y in b.options]
 
 
 def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:

@@ -89,11 +89,9 @@ def _split_letter(char: str) -> tuple[str, str]:
     return unicodedata.normalize("NFC", rest), tones
 
 
-def _tone_position(letters: str) -> int | None:
-    """Index (into `letters`, lowercase, toneless) where the old-style convention puts the tone.
-
-    None when `letters` is not a well-formed Vietnamese syllable, so foreign words stay untouched.
-    """
+def _syllable_parts(letters: str) -> tuple[int, str, str] | None:
+    """(where the nucleus starts, the nucleus, the coda) of `letters` (lowercase, toneless), or None when it is not
+    a well-formed Vietnamese syllable."""
     onset = next((o for o in _ONSETS if letters.startswith(o)), "")
     # "gi"/"qu" are onsets only before another vowel: "gì" is g + i, "quý" is qu + y.
     if onset in ("gi", "qu") and (len(letters) == 2 or letters[2] not in _VOWELS):
@@ -105,6 +103,18 @@ def _tone_position(letters: str) -> int | None:
     nucleus, coda = letters[start:end], letters[end:]
     if not nucleus or len(nucleus) > 3 or coda not in _CODAS:
         return None
+    return start, nucleus, coda
+
+
+def _tone_position(letters: str) -> int | None:
+    """Index (into `letters`, lowercase, toneless) where the old-style convention puts the tone.
+
+    None when `letters` is not a well-formed Vietnamese syllable, so foreign words stay untouched.
+    """
+    parts = _syllable_parts(letters)
+    if parts is None:
+        return None
+    start, nucleus, coda = parts
     modified = [i for i, vowel in enumerate(nucleus) if vowel in _MODIFIED_VOWELS]
     if modified:
         # ươ → ơ, uô → ô, iê → ê, ưa → ư: the last modified vowel carries the tone.
@@ -158,6 +168,8 @@ def canonical_tones(text: str) -> str:
 # A bare letter and the letters that fold to it (vowel marks; đ only leads a syllable): `spellings`.
 _MARKED_LETTERS = {"a": "aăâ", "e": "eê", "o": "oôơ", "u": "uư"}
 _TONES_NFD = ("", "\u0300", "\u0301", "\u0303", "\u0309", "\u0323")
+_STOP_TONES = ("\u0301", "\u0323")
+_STOPS = frozenset({"c", "ch", "p", "t"})
 
 
 @lru_cache(maxsize=16_384)
@@ -171,12 +183,42 @@ def spellings(bare: str) -> tuple[str, ...]:
     out: list[str] = []
     for combination in _products(letters):
         target = _tone_position(combination)
-        if target is None:
+        parts = _syllable_parts(combination)
+        if target is None or parts is None or not _spoken(parts[1], parts[2]):
             continue
-        for tone in _TONES_NFD:
+        # A syllable closed by a stop (c, ch, p, t) takes only the rising or the heavy tone.
+        tones = _STOP_TONES if parts[2] in _STOPS else _TONES_NFD
+        for tone in tones:
             marked = combination[: target + 1] + tone + combination[target + 1 :]
             out.append(unicodedata.normalize("NFC", marked))
     return tuple(out)
+
+
+# Which vowels a marked vowel may follow, and come before, within one nucleus: uơ/ươ, uô, iê/yê/uê, uâ, oă/uă;
+# ưa/ươ/ưi/ưu, ơi/ơu, ôi, êu, âu/ây (ă comes before none).
+_MARKED_AFTER = {"ư": "", "ơ": "uư", "ô": "u", "ê": "iyu", "â": "u", "ă": "ou"}
+_MARKED_BEFORE = {"ư": "aơiu", "ơ": "iu", "ô": "i", "ê": "u", "â": "uy", "ă": ""}
+
+
+def _spoken(nucleus: str, coda: str) -> bool:
+    """Whether a nucleus with its vowel marks can be spoken before `coda`: a marked vowel beside another vowel only
+    as `_MARKED_AFTER` and `_MARKED_BEFORE` allow; i or u before e is iê or uê, u before o is uô, ươ or an open uơ
+    (thuở); ua and ưa have no coda (after "qu", the u is the onset's), uô, ươ, iê and yê always one; ă and â never
+    end a syllable."""
+    if any(pair in nucleus for pair in ("ie", "ye", "ue", "uo")):
+        return False
+    if (coda and ("ua" in nucleus or "ưa" in nucleus)) or ("uơ" in nucleus and (coda or nucleus != "uơ")):
+        return False
+    if not coda and nucleus.endswith(("uô", "ươ", "iê", "yê")):  # closed by a consonant or a glide: muôn, mười
+        return False
+    if not coda and nucleus[-1] in "ăâ":
+        return False
+    for i, vowel in enumerate(nucleus):
+        if vowel not in _MARKED_AFTER:
+            continue
+        if (i and nucleus[i - 1] not in _MARKED_AFTER[vowel]) or nucleus[i + 1 : i + 2] not in _MARKED_BEFORE[vowel]:
+            return False
+    return True
 
 
 def _products(choices: list[str]) -> list[str]:
