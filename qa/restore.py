@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from qa.query import Query
 from qa.text import canonical_tones, has_tone_marks, spellings, strip_accents, token_matches
 
@@ -128,14 +130,26 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
         if len(slot.options) > 1:
             kept = sorted(slot.options, key=lambda o: -unigrams[o])[:_BEAM]
             slot.options = [o for o in slot.options if o in kept]
-    candidates = [(x, y) for a, b in zip(slots, slots[1:], strict=False) for x in a.options for y in b.options]
+    adjacent = list(zip(slots, slots[1:], strict=False))
     # A pair is asked of the corpus only when both its syllables are in some passage: else no passage holds it.
-    asked = _ask(counts, "phrases", [f"{x}_{y}" for x, y in candidates if seen[x] and seen[y]])
-    pairs = {
-        pair: max(asked.get(pair, 0) - smoothing.discount, 0.0) + smoothing.phrases * sample * table.get(pair, 0.0)
-        for pair in (f"{x}_{y}" for x, y in candidates)
-    }
-    picks, marginals, whole = _decode(slots, unigrams, pairs, n_docs + sample * smoothing.table, smoothing.pair)
+    asked = _ask(
+        counts,
+        "phrases",
+        [f"{x}_{y}" for a, b in adjacent for x in a.options if seen[x] for y in b.options if seen[y]],
+    )
+    steps = []
+    for a, b in adjacent:
+        held = np.zeros((len(a.options), len(b.options)))  # each pair's count, as for a syllable
+        for i, x in enumerate(a.options):
+            for j, y in enumerate(b.options):
+                pair = f"{x}_{y}"
+                n, general = asked.get(pair, 0), table.get(pair, 0.0)
+                if n or general:
+                    held[i, j] = max(n - smoothing.discount, 0.0) + smoothing.phrases * sample * general
+        steps.append(held)
+    single = [np.array([unigrams[o] for o in slot.options]) for slot in slots]
+    path, marginals, whole = _decode(single, steps, n_docs + sample * smoothing.table, smoothing.pair)
+    picks = [slot.options[k] for slot, k in zip(slots, path, strict=True)]
     words: list[Restored] = []
     pieces: list[str] = []
     last = 0
@@ -175,55 +189,39 @@ def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:
 
 
 def _decode(
-    chain: list[_Slot], unigrams: dict[str, float], pairs: dict[str, float], total: float, weight: float
-) -> tuple[list[str], list[float], float]:
-    """Viterbi over the chain, and forward-backward: the best spelling per slot, each one's posterior, and the log
-    of the best sequence's share of all."""
-    start = [math.log(unigrams[o] / total) for o in chain[0].options]
-    best = [start]
-    back: list[list[int]] = []
-    forward = [start]
-    steps: list[list[list[float]]] = []
-    for a, b in zip(chain, chain[1:], strict=False):
-        step = [
-            [
-                math.log((pairs.get(f"{x}_{y}", 0.0) + weight * unigrams[y] / total) / (unigrams[x] + weight))
-                for y in b.options
-            ]
-            for x in a.options
-        ]
-        steps.append(step)
-        scores: list[float] = []
-        pointers: list[int] = []
-        sums: list[float] = []
-        for j in range(len(b.options)):
-            column = [best[-1][i] + step[i][j] for i in range(len(a.options))]
-            k = max(range(len(column)), key=column.__getitem__)
-            scores.append(column[k])
-            pointers.append(k)
-            sums.append(_logsumexp([forward[-1][i] + step[i][j] for i in range(len(a.options))]))
-        best.append(scores)
-        back.append(pointers)
-        forward.append(sums)
-    backward = [[0.0] * len(chain[-1].options)]
-    for a, step in zip(reversed(chain[:-1]), reversed(steps), strict=True):
-        after = backward[0]
-        backward.insert(
-            0, [_logsumexp([step[i][j] + after[j] for j in range(len(after))]) for i in range(len(a.options))]
-        )
-    z = _logsumexp(forward[-1])
-    last = max(range(len(best[-1])), key=best[-1].__getitem__)
-    path = [last]
+    unigrams: list[np.ndarray], pairs: list[np.ndarray], total: float, weight: float
+) -> tuple[list[int], list[float], float]:
+    """Viterbi and forward-backward over the chain (per slot, its spellings' counts; per adjacent slots, their pairs'
+    counts): the best spelling of each slot, its posterior, and the log of the best sequence's share of all.
+
+    P(first) is its count over `total`; P(next | previous) the pair's count plus `weight` passages' worth of the
+    next one's probability, over the previous one's count plus `weight`."""
+    steps = [
+        np.log(held + weight * after / total) - np.log(before + weight)[:, None]
+        for before, after, held in zip(unigrams[:-1], unigrams[1:], pairs, strict=True)
+    ]
+    best = [np.log(unigrams[0] / total)]
+    forward = [best[0]]
+    back = []
+    for step in steps:
+        scores = best[-1][:, None] + step
+        back.append(scores.argmax(axis=0))
+        best.append(scores.max(axis=0))
+        forward.append(_logsumexp(forward[-1][:, None] + step, axis=0))
+    backward = [np.zeros(len(unigrams[-1]))]
+    for step in reversed(steps):
+        backward.insert(0, _logsumexp(step + backward[0][None, :], axis=1))
+    z = float(_logsumexp(forward[-1], axis=0))
+    path = [int(best[-1].argmax())]
     for pointers in reversed(back):
-        path.insert(0, pointers[path[0]])
-    picks = [slot.options[k] for slot, k in zip(chain, path, strict=True)]
-    marginals = [math.exp(forward[t][k] + backward[t][k] - z) for t, k in enumerate(path)]
-    return picks, marginals, best[-1][last] - z
+        path.insert(0, int(pointers[path[0]]))
+    marginals = [float(np.exp(f[k] + b[k] - z)) for f, b, k in zip(forward, backward, path, strict=True)]
+    return path, marginals, float(best[-1][path[-1]]) - z
 
 
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis)
+    return top + np.log(np.exp(values - np.expand_dims(top, axis)).sum(axis=axis))
 
 
 def _cased(spelling: str, typed: str) -> str:
