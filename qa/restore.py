@@ -132,21 +132,25 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
             slot.options = [o for o in slot.options if o in kept]
     adjacent = list(zip(slots, slots[1:], strict=False))
     # A pair is asked of the corpus only when both its syllables are in some passage: else no passage holds it.
-    asked = _ask(
-        counts,
-        "phrases",
-        [f"{x}_{y}" for a, b in adjacent for x in a.options if seen[x] for y in b.options if seen[y]],
-    )
-    steps = []
-    for a, b in adjacent:
-        held = np.zeros((len(a.options), len(b.options)))  # each pair's count, as for a syllable
+    wanted = [
+        (t, i, j, f"{x}_{y}")
+        for t, (a, b) in enumerate(adjacent)
+        for i, x in enumerate(a.options)
+        if seen[x]
+        for j, y in enumerate(b.options)
+        if seen[y]
+    ]
+    found = counts.doc_freqs("phrases", [pair for *_, pair in wanted]) if wanted else []
+    steps = [np.zeros((len(a.options), len(b.options))) for a, b in adjacent]  # each pair's count
+    for (t, i, j, _), n in zip(wanted, found, strict=True):
+        steps[t][i, j] = max(n - smoothing.discount, 0.0)
+    followers = _table_pairs()
+    for step, (a, b) in zip(steps, adjacent, strict=True):
+        where = {y: j for j, y in enumerate(b.options)}
         for i, x in enumerate(a.options):
-            for j, y in enumerate(b.options):
-                pair = f"{x}_{y}"
-                n, general = asked.get(pair, 0), table.get(pair, 0.0)
-                if n or general:
-                    held[i, j] = max(n - smoothing.discount, 0.0) + smoothing.phrases * sample * general
-        steps.append(held)
+            for y, general in followers.get(x, {}).items():
+                if y in where:
+                    step[i, where[y]] += smoothing.phrases * sample * general
     single = [np.array([unigrams[o] for o in slot.options]) for slot in slots]
     path, marginals, whole = _decode(single, steps, n_docs + sample * smoothing.table, smoothing.pair)
     picks = [slot.options[k] for slot, k in zip(slots, path, strict=True)]
@@ -220,12 +224,23 @@ def _decode(
 
 
 def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
-    top = values.max(axis=axis)
-    return top + np.log(np.exp(values - np.expand_dims(top, axis)).sum(axis=axis))
+    top = values.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(values - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
 def _cased(spelling: str, typed: str) -> str:
     return spelling[:1].upper() + spelling[1:] if typed[:1].isupper() else spelling
+
+
+@lru_cache(maxsize=1)
+def _table_pairs() -> dict[str, dict[str, float]]:
+    """The general table's pairs: first syllable → second → share."""
+    out: dict[str, dict[str, float]] = {}
+    for term, share in _table().items():
+        if "_" in term:
+            first, second = term.split("_")
+            out.setdefault(first, {})[second] = share
+    return out
 
 
 @lru_cache(maxsize=1)
