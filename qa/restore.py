@@ -35,7 +35,7 @@ TABLE = Path(__file__).with_name("syllables.tsv")
 MARKED_SHARE = 0.5
 _SENTENCE_END = re.compile(r"[.!?:;]\s*$")
 # Spellings kept per syllable when the pairs are asked for (the rest are too rare to win).
-_BEAM = 6
+_BEAM = 8
 
 
 class Counts(Protocol):
