@@ -38,6 +38,16 @@ def test_ask_prints_the_answer_then_ranked_hits_with_highlight(env, capsys):
     assert "(2 hits in" in out
 
 
+def test_ask_says_how_it_understood_a_question_without_tone_marks(env, capsys):
+    assert main(["ask", "quan Nam Tu Liem co bao nhieu dang vien?", "-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Understood as: quận Nam Từ Liêm có bao nhiêu đảng viên?")
+    assert main(["ask", "quan Nam Tu Liem co bao nhieu dang vien?", "-k", "1", "--as-typed"]) == 0
+    assert "Understood as" not in capsys.readouterr().out
+    assert main(["ask", "quan Nam Tu Liem co bao nhieu dang vien?", "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["understood_as"] == "quận Nam Từ Liêm có bao nhiêu đảng viên?"
+
+
 def test_ask_json_matches_api_shape(env, capsys):
     assert main(["ask", "Ai chủ trì cuộc họp Ban chỉ đạo Chương trình 01?", "--json", "-k", "1"]) == 0
     body = json.loads(capsys.readouterr().out)

@@ -54,6 +54,24 @@ def test_metrics_on_a_tiny_set(tmp_path):
     again.close()
 
 
+def test_accent_free_runs_measure_how_well_the_marks_were_restored(tmp_path):
+    contexts, questions = write_set(tmp_path)
+    encoder = HashingEncoder()
+    store = build_index(contexts, encoder, chunking=CHUNKING, cache_dir=tmp_path / "cache", progress=False)
+    try:
+        asked = read_questions(questions)
+        restored = evaluate(Retriever(store, encoder), asked, accent_free=True, progress=False)
+        as_typed = evaluate(Retriever(store, encoder), asked, accent_free=True, restore=False, progress=False)
+        marked = evaluate(Retriever(store, encoder), asked, progress=False)
+    finally:
+        store.close()
+    # Read as typed, only the words that carry no marks anyway are right: "Nam", "bao", "ngan", ...
+    assert 0.0 < as_typed.extra["restored_syllables"] < restored.extra["restored_syllables"] <= 1.0
+    assert as_typed.extra["restored_questions"] == 0.0
+    assert restored.extra["restored_questions"] > 0.0
+    assert "restored_syllables" not in marked.extra
+
+
 def test_whole_contexts_index_one_passage_per_context(tmp_path):
     contexts, _ = write_set(tmp_path)
     long_text = " ".join(f"Câu thứ {i} nói về ngân sách quận Đống Đa." for i in range(300))  # ~2,700 words
