@@ -82,10 +82,6 @@ class Restoration:
     words: tuple[Restored, ...]
     confidence: float  # the chance of the chosen sequence among every spelling of the restored syllables
 
-    @property
-    def changed(self) -> bool:
-        return self.text != self.typed
-
     def confident(self, threshold: float) -> list[str]:
         """The question's tokens as the index spells them (`qa.text.tokenize`), "" in place of those restored less
         than `threshold` sure (so that adjacent pairs can still be read off)."""
@@ -102,7 +98,7 @@ class _Slot:
 
 def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) -> Restoration | None:
     """The most probable marked form of `query`, or None when there is nothing to restore (another language, no
-    bare Vietnamese syllable, or a question typed with its marks)."""
+    bare Vietnamese syllable, a question typed with its marks) or its most probable form is the one typed."""
     if query.foreign or query.restoration is not None:
         return None
     smoothing = smoothing or Smoothing()
@@ -167,6 +163,8 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
         pieces.extend((text[last : match.start()], word.text))
         last = match.end()
     pieces.append(text[last:])
+    if "".join(pieces) == text:  # every bare syllable is most likely meant bare: read as typed
+        return None
     return Restoration(text, "".join(pieces), tuple(words), math.exp(whole))
 
 

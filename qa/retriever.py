@@ -291,7 +291,7 @@ class Retriever:
                 span = (0, len(hit.article.title)) if top.answer.span is None else top.answer.span
                 answer = HitAnswer(hit, top.answer.text, span, in_title, top.answer.score)
             restoration = query.restoration
-            understood = restoration.text if restoration is not None and restoration.changed else None
+            understood = None if restoration is None else restoration.text
             page = hits[offset : offset + top_k]
             out.append(SearchResult(page, total, answer, evidence[:ANSWER_HITS], understood_as=understood))
         return out
