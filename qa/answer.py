@@ -219,9 +219,10 @@ def _question(query: Query, idf: Callable[[Sequence[str], bool], Sequence[float]
 
 
 def _reads_folded(query: Query) -> bool:
-    """Whether the question's words are matched against the candidates' without diacritics: typed without them (a
-    restored question is read as restored)."""
-    return not query.accented
+    """Whether the question's words are matched against the candidates' without diacritics: typed without them,
+    restored or not (a restored question's cosines come from its restored text, its words' matches from the letters
+    typed, which a wrongly restored syllable cannot spoil; benchmarks/quality.md, "Tone-mark restoration")."""
+    return query.folded
 
 
 def question_class(query: Query) -> str:

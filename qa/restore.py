@@ -51,13 +51,16 @@ class Smoothing:
     """How the counts combine (benchmarks/quality.md, "Tone-mark restoration"). A syllable's count is the corpus's
     plus `table` times the general table's share of it in as many passages as the corpus holds (at least `sample`);
     a pair's, the corpus's less `discount` (a pair one passage holds is weak evidence) plus `phrases` times the
-    table's. A pair is interpolated with the next syllable's probability, weighted as `pair` passages. A spelling
+    table's. A pair is interpolated with the next syllable's probability, weighted as `pair` passages plus a
+    `spread` share of the previous syllable's count (Witten-Bell-like: the more passages hold a syllable, the more
+    different syllables follow it). A spelling
     neither knows holds an `unknown` share of those passages, the bare one as typed a `bare` share (so that it wins
     when nothing is known)."""
 
     table: float = 0.1
     phrases: float = 3.0
-    pair: float = 1.0
+    pair: float = 0.5
+    spread: float = 0.02
     discount: float = 0.5
     sample: int = 1000
     unknown: float = 1e-6
@@ -148,7 +151,7 @@ def restore(query: Query, counts: Counts, smoothing: Smoothing | None = None) ->
                 if y in where:
                     step[i, where[y]] += smoothing.phrases * sample * general
     single = [np.array([unigrams[o] for o in slot.options]) for slot in slots]
-    path, marginals, whole = _decode(single, steps, n_docs + sample * smoothing.table, smoothing.pair)
+    path, marginals, whole = _decode(single, steps, n_docs + sample * smoothing.table, smoothing)
     picks = [slot.options[k] for slot, k in zip(slots, path, strict=True)]
     words: list[Restored] = []
     pieces: list[str] = []
@@ -191,16 +194,21 @@ def _ask(counts: Counts, field: str, terms: list[str]) -> dict[str, int]:
 
 
 def _decode(
-    unigrams: list[np.ndarray], pairs: list[np.ndarray], total: float, weight: float
+    unigrams: list[np.ndarray], pairs: list[np.ndarray], total: float, smoothing: Smoothing
 ) -> tuple[list[int], list[float], float]:
     """Viterbi and forward-backward over the chain (per slot, its spellings' counts; per adjacent slots, their pairs'
     counts): the best spelling of each slot, its posterior, and the log of the best sequence's share of all.
 
-    P(first) is its count over `total`; P(next | previous) the pair's count plus `weight` passages' worth of the
-    next one's probability, over the previous one's count plus `weight`."""
+    P(first) is its count over `total`; P(next | previous) the pair's count plus a back-off weight times the next
+    one's probability, over the previous one's count plus that weight (`Smoothing.pair` passages plus a
+    `Smoothing.spread` share of the previous one's count: a frequent syllable is followed by many others, so an
+    unseen pair after it is less telling)."""
     steps = [
-        np.log(held + weight * after / total) - np.log(before + weight)[:, None]
-        for before, after, held in zip(unigrams[:-1], unigrams[1:], pairs, strict=True)
+        np.log(held + backoff[:, None] * after[None, :] / total) - np.log(before + backoff)[:, None]
+        for before, after, held, backoff in (
+            (before, after, held, smoothing.pair + smoothing.spread * before)
+            for before, after, held in zip(unigrams[:-1], unigrams[1:], pairs, strict=True)
+        )
     ]
     best = [np.log(unigrams[0] / total)]
     forward = [best[0]]
