@@ -6,8 +6,9 @@ marks are restored, how long a restoration takes, and which fusion weights resto
   one); also how many marked questions would be touched (none should be).
 - `latency LEXICAL_DIR`: the restore call alone, p50/p95 over every eval question, on a built tantivy index (the
   100k-passage one of `benchmarks/bench_query.py` is `embeddings/bench/query/default/lexical`).
-- `fusion`: `qa eval --strip-accents` (R@1, R@5, MRR@10, answer@1) on both sets for each candidate weighting of
-  restored questions, to fit on one set and confirm on the other.
+- `fusion`: `qa eval --strip-accents` (R@1, R@5, MRR@10, answer@1) on both sets for each candidate way of ranking
+  restored questions (their dense weight, by confidence band; their sure syllables also asked of the accented
+  fields, which the shipped analysis does not do), to fit on one set and confirm on the other.
 
 Run: `.venv/bin/python -m benchmarks.restore_sweep accuracy|latency DIR|fusion` (reads evalsets/; the eval indexes
 are built under embeddings/eval-cache/ once, as `qa eval` builds them).
@@ -18,35 +19,64 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import qa.lexical.analysis as analysis
 from benchmarks.common import EVAL, machine
 from qa.chunking import CHUNKING
 from qa.config import Settings
 from qa.encoders import load_encoder
 from qa.eval import build_index, evaluate, read_questions
+from qa.lexical import tantivy
+from qa.lexical.analysis import QueryTerms, bigrams_of, query_terms
 from qa.lexical.tantivy import DIRECTORY, TantivyIndex
 from qa.query import Query
 from qa.restore import Smoothing, restore
 from qa.retriever import Fusion, Retriever
-from qa.text import strip_accents, tokenize
+from qa.text import canonical_tones, strip_accents, tokenize
 
 SETS = ("xquad_vi", "mlqa_vi_dev")
-# (label, restored dense weights, least confidence of a syllable asked of the accented fields)
-FUSIONS = [
-    ("w 0.3", ((0.0, 0.3),), 0.7),
-    ("w 0.5", ((0.0, 0.5),), 0.7),
-    ("w 0.5, sure ≥ 0.5", ((0.0, 0.5),), 0.5),
-    ("w 0.5, sure ≥ 0.9", ((0.0, 0.5),), 0.9),
-    ("w 0.5, marks as typed only", ((0.0, 0.5),), 1.01),
-    ("w 0.6", ((0.0, 0.6),), 0.7),
-    ("confidence ≥ 0.5: 0.5, else 0.3", ((0.5, 0.5), (0.0, 0.3)), 0.7),
-    ("confidence ≥ 0.5: 0.6, else 0.4", ((0.5, 0.6), (0.0, 0.4)), 0.7),
+# (label, restored questions' dense weight by least restoration confidence, most confident band first; least
+# confidence of a restored syllable also asked of the accented fields, None: the accent-free field alone)
+FUSIONS: list[tuple[str, tuple[tuple[float, float], ...], float | None]] = [
+    ("w 0.3", ((0.0, 0.3),), None),
+    ("w 0.5 (shipped)", ((0.0, 0.5),), None),
+    ("w 0.6", ((0.0, 0.6),), None),
+    ("confidence ≥ 0.5: 0.5, else 0.3", ((0.5, 0.5), (0.0, 0.3)), None),
+    ("confidence ≥ 0.5: 0.6, else 0.4", ((0.5, 0.6), (0.0, 0.4)), None),
+    ("w 0.5, syllables ≥ 0.7 sure also in the accented fields", ((0.0, 0.5),), 0.7),
+    ("w 0.5, syllables ≥ 0.95 sure also in the accented fields", ((0.0, 0.5),), 0.95),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BandedFusion(Fusion):
+    """A restored question's dense weight by the band its restoration's confidence falls in."""
+
+    bands: tuple[tuple[float, float], ...] = ((0.0, 0.5),)
+
+    def weight_for(self, query: Query) -> float:
+        if query.restoration is None:
+            return Fusion.weight_for(self, query)
+        return next(w for floor, w in self.bands if query.restoration.confidence >= floor)
+
+
+def sure_terms(threshold: float) -> Callable[[Query], QueryTerms]:
+    """`query_terms`, with a restored question's syllables restored at least `threshold` sure (and the pairs of
+    them) also asked of the accented fields."""
+
+    def terms(query: Query) -> QueryTerms:
+        shipped = query_terms(query)
+        if query.restoration is None:
+            return shipped
+        sure = [canonical_tones(w.text).lower() if w.confidence >= threshold else "" for w in query.restoration.words]
+        pairs = [p for p in bigrams_of(sure) if not p.startswith("_") and not p.endswith("_")]
+        return QueryTerms(tuple(dict.fromkeys(s for s in sure if s)), tuple(dict.fromkeys(pairs)), shipped.folded)
+
+    return terms
 
 
 def _store(name: str):  # type: ignore[no-untyped-def]
@@ -105,11 +135,10 @@ def fusion(name: str) -> list[dict[str, object]]:
     store, encoder = _store(name)
     questions = read_questions(EVAL / name / "retrieval.jsonl")
     rows = []
-    shipped = analysis.RESTORED_CONFIDENCE
     try:
-        for label, weights, sure in FUSIONS:
-            analysis.RESTORED_CONFIDENCE = sure
-            retriever = Retriever(store, encoder, fusion=replace(Fusion(), restored_dense_weights=weights))
+        for label, bands, sure in FUSIONS:
+            tantivy.query_terms = query_terms if sure is None else sure_terms(sure)  # type: ignore[assignment]
+            retriever = Retriever(store, encoder, fusion=BandedFusion(bands=bands))
             report = evaluate(retriever, questions, accent_free=True, progress=False)
             rows.append(
                 {
@@ -123,7 +152,7 @@ def fusion(name: str) -> list[dict[str, object]]:
             )
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     finally:
-        analysis.RESTORED_CONFIDENCE = shipped
+        tantivy.query_terms = query_terms
         store.close()
     return rows
 

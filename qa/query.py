@@ -2,9 +2,10 @@
 
 Vietnamese typed with its diacritics is read by the model and by the accented lexical fields; typed without them,
 by the accent-free lexical field (the dense model is nearly blind to unaccented Vietnamese, so it counts for less),
-or, once its marks are restored (`qa.restore`, `Query.restored`), by the model, the answer features and the
-accented fields as understood, beside the accent-free field as typed; another language (no diacritics, mostly words
-no Vietnamese syllable spells) by the model alone, since it shares no words with the passages.
+or, once its marks are restored (`qa.restore`, `Query.restored`), by the model as understood and by the
+accent-free field as typed, the dense signals then counting as for a question typed with its marks; another
+language (no diacritics, mostly words no Vietnamese syllable spells) by the model alone, since it shares no words
+with the passages.
 """
 
 from __future__ import annotations

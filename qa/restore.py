@@ -85,11 +85,6 @@ class Restoration:
     words: tuple[Restored, ...]
     confidence: float  # the chance of the chosen sequence among every spelling of the restored syllables
 
-    def confident(self, threshold: float) -> list[str]:
-        """The question's tokens as the index spells them (`qa.text.tokenize`), "" in place of those restored less
-        than `threshold` sure (so that adjacent pairs can still be read off)."""
-        return [canonical_tones(w.text).lower() if w.confidence >= threshold else "" for w in self.words]
-
 
 @dataclass(slots=True)
 class _Slot:

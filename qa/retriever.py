@@ -100,23 +100,19 @@ class _Ranking:
 @dataclass(frozen=True, slots=True)
 class Fusion:
     """How dense and lexical scores combine; weights chosen on both dev sets (benchmarks/quality.md).
-    `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks and read as typed;
-    `restored_dense_weights` to those whose marks were restored (`qa.restore`): (least confidence, weight) bands,
-    most confident first, the first band the restoration's confidence reaches; `sentence_weight` weighs the best
-    sentence's cosine, added when every candidate has sentence vectors."""
+    `unaccented_dense_weight` applies to Vietnamese questions typed without tone marks and read as typed,
+    `restored_dense_weight` to those read with their marks restored (`qa.restore`); `sentence_weight` weighs the
+    best sentence's cosine, added when every candidate has sentence vectors."""
 
     dense_weight: float = 0.5
     unaccented_dense_weight: float = 0.3
-    restored_dense_weights: tuple[tuple[float, float], ...] = ((0.0, 0.5),)
+    restored_dense_weight: float = 0.5
     sentence_weight: float = 0.2
 
     def __post_init__(self) -> None:
-        weights = [self.dense_weight, self.unaccented_dense_weight, *(w for _, w in self.restored_dense_weights)]
+        weights = (self.dense_weight, self.unaccented_dense_weight, self.restored_dense_weight)
         if not all(0.0 <= w <= 1.0 for w in weights):
             raise ValueError("dense weights must be within [0, 1]")
-        floors = [floor for floor, _ in self.restored_dense_weights]
-        if not floors or floors != sorted(floors, reverse=True) or floors[-1] > 0.0:
-            raise ValueError("restored_dense_weights must run from the most confident band down to 0")
         if not 0.0 <= self.sentence_weight <= 1.0:
             raise ValueError("sentence_weight must be within [0, 1]")
 
@@ -125,8 +121,7 @@ class Fusion:
         if query.foreign:
             return 1.0
         if query.restoration is not None:
-            confidence = query.restoration.confidence
-            return next(w for floor, w in self.restored_dense_weights if confidence >= floor)
+            return self.restored_dense_weight
         return self.dense_weight if query.accented else self.unaccented_dense_weight
 
     def combine(

@@ -27,8 +27,6 @@ __all__ = ["ANALYSIS_VERSION", "PHRASE_WEIGHT", "PassageTerms", "QueryTerms", "a
 # Bump when the analysis (this module, `qa.text`) changes: lexical indexes built by another version are rebuilt.
 ANALYSIS_VERSION = 2
 PHRASE_WEIGHT = 0.3
-# A restored syllable this sure (`qa.restore`) is also asked of the accented fields (benchmarks/quality.md).
-RESTORED_CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +61,6 @@ def passage_terms(text: str) -> PassageTerms:
 
 
 def query_terms(query: Query) -> QueryTerms:
-    if query.restoration is not None:
-        # As typed, in the accent-free field; its sure syllables (and pairs of them) also in the accented ones.
-        sure = query.restoration.confident(RESTORED_CONFIDENCE)
-        return QueryTerms(
-            syllables=_distinct([s for s in sure if s]),
-            phrases=_distinct([p for p in bigrams_of(sure) if not p.startswith("_") and not p.endswith("_")]),
-            folded=_distinct(analyze(query.typed, folded=True, bigrams=True)),
-        )
     if query.folded:
         return QueryTerms(folded=_distinct(analyze(query.text, folded=True, bigrams=True)))
     syllables = analyze(query.text, folded=False)
