@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -247,5 +248,5 @@ def _table_pairs() -> dict[str, dict[str, float]]:
 @lru_cache(maxsize=1)
 def _table() -> dict[str, float]:
     """The general table: term → share of passages holding it."""
-    lines = TABLE.read_text(encoding="utf-8").splitlines()
+    lines = resources.files("qa").joinpath(TABLE.name).read_text(encoding="utf-8").splitlines()
     return {term: float(share) for term, share in (line.split("\t") for line in lines if line and line[0] != "#")}
