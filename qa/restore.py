@@ -177,6 +177,8 @@ def _kind(match: re.Match[str], text: str) -> str:
         return "kept"
     if has_tone_marks(word):
         return "marked" if canonical_tones(word).lower() in spellings(folded.lower()) else "kept"
+    if not word.isascii():  # marks of another language (ç, ï): not a bare Vietnamese syllable
+        return "kept"
     starts = match.start() == 0 or bool(_SENTENCE_END.search(text[: match.start()]))
     if len(word) > 1 and word.isupper():
         return "kept"

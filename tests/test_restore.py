@@ -85,6 +85,7 @@ def test_a_name_is_restored_only_when_sure(index):
 def test_another_language_and_an_empty_question_are_left_alone(index):
     assert restore(Query.parse("What is the price of electricity in Dong Da?"), index) is None
     assert restore(Query.parse("2020"), index) is None
+    assert restore(Query.parse("Çï Noël"), index) is None  # marks of another language: no Vietnamese syllable
     assert restore(Query.parse("Đường Láng dài bao nhiêu?"), index) is None
     # Partly marked, but its bare syllables are most likely meant bare: read as typed.
     assert restore(Query.parse("Tom Hanks bao nhiêu tuổi?"), index) is None
@@ -106,7 +107,7 @@ def test_a_restored_question_asks_the_accent_free_field_as_typed(index):
     assert query_terms(restored_query).folded[:3] == ("quan", "dong", "da")
 
 
-WORDS = ["quan", "Dong", "Da", "gia", "điện", "bao", "nhieu", "2020", "RON", "Tom", "duong", "ở", "xyz", ",", "?"]
+WORDS = ["quan", "Dong", "Da", "gia", "điện", "bao", "nhieu", "2020", "RON", "Tom", "duong", "ở", "xyz", "Çï", ",", "?"]
 
 
 @pytest.mark.hypothesis
