@@ -85,6 +85,7 @@ clean-index:
 bench: install model postgres
 	$(BIN)/python -m benchmarks.bench_encode
 	$(BIN)/python -m benchmarks.bench_query
+	$(BIN)/python -m benchmarks.restore_sweep latency
 	$(BIN)/python -m benchmarks.bench_answer
 	$(BIN)/python -m benchmarks.bench_lexical
 	$(BIN)/python -m benchmarks.bench_scale
