@@ -197,11 +197,13 @@ class _Question:
     pairs: frozenset[tuple[str, str]]
     tokens: frozenset[str]  # every word of the question, in the candidates' spelling (folded or not)
     times: frozenset[str]
-    folded: bool  # its words are matched without diacritics (`_reads_folded`)
 
 
 def _question(query: Query, idf: Callable[[Sequence[str], bool], Sequence[float]]) -> _Question:
-    folded = _reads_folded(query)
+    # Typed without marks, restored or not, the words are matched without diacritics: a restored question's cosines
+    # come from its restored text, its words' matches from the letters typed, which a wrongly restored syllable
+    # cannot spoil (benchmarks/quality.md, "Tone-mark restoration").
+    folded = query.folded
     reading = read(query.text)
     tokens = reading.folded if folded else reading.tokens
     stop = _FOLDED_STOPWORDS if folded else _STOPWORDS
@@ -214,15 +216,7 @@ def _question(query: Query, idf: Callable[[Sequence[str], bool], Sequence[float]
         pairs=frozenset(zip(tokens, tokens[1:], strict=False)),
         tokens=frozenset(tokens),
         times=reading.times,
-        folded=folded,
     )
-
-
-def _reads_folded(query: Query) -> bool:
-    """Whether the question's words are matched against the candidates' without diacritics: typed without them,
-    restored or not (a restored question's cosines come from its restored text, its words' matches from the letters
-    typed, which a wrongly restored syllable cannot spoil; benchmarks/quality.md, "Tone-mark restoration")."""
-    return query.folded
 
 
 def question_class(query: Query) -> str:
@@ -360,7 +354,7 @@ def _local_coverage(question: _Question, readings: Sequence[Reading]) -> np.ndar
     """Per candidate, the share of the question's words it holds, each word weighted by log(1 + n / df) over the
     n candidates: the words every candidate holds (the topic, the title's) count little, the words only one holds
     (what the question asks about) much."""
-    held = [set(r.folded if question.folded else r.tokens) for r in readings]
+    held = [set(r.folded if question.query.folded else r.tokens) for r in readings]
     n = len(held)
     weights = {}
     for term in question.weights:
@@ -394,7 +388,7 @@ def _coverage(question: _Question, read: Reading) -> float:
     total = sum(question.weights.values())
     if total <= 0:
         return 0.0
-    held = set(read.folded if question.folded else read.tokens)
+    held = set(read.folded if question.query.folded else read.tokens)
     return sum(w for t, w in question.weights.items() if t in held) / total
 
 
@@ -402,7 +396,7 @@ def _row(
     question: _Question, read: Reading, coverage: float, score: float, hit: int, column: dict[str, int]
 ) -> np.ndarray:
     x = np.zeros(len(FEATURES), dtype=np.float64)
-    tokens = read.folded if question.folded else read.tokens
+    tokens = read.folded if question.query.folded else read.tokens
     x[column["coverage"]] = coverage
     if question.pairs:
         shared = question.pairs.intersection(zip(tokens, tokens[1:], strict=False))

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from qa.query import Query
-from qa.text import canonical_tones, has_tone_marks, spellings, strip_accents, token_matches
+from qa.text import canonical_tones, has_tone_marks, is_syllable, spellings, strip_accents, token_matches
 
 __all__ = ["TABLE", "Counts", "Restoration", "Restored", "Smoothing", "restore"]
 
@@ -172,11 +172,10 @@ def _kind(match: re.Match[str], text: str) -> str:
     the first word: restored only when sure), "marked" (typed with its marks), or "kept" (a number, an acronym, a
     foreign word)."""
     word = match.group()
-    folded = strip_accents(word)
-    if not folded.isalpha() or not folded.isascii() or not spellings(folded.lower()):
+    if not is_syllable(word):
         return "kept"
     if has_tone_marks(word):
-        return "marked" if canonical_tones(word).lower() in spellings(folded.lower()) else "kept"
+        return "marked" if canonical_tones(word).lower() in spellings(strip_accents(word).lower()) else "kept"
     if not word.isascii():  # marks of another language (ç, ï): not a bare Vietnamese syllable
         return "kept"
     starts = match.start() == 0 or bool(_SENTENCE_END.search(text[: match.start()]))
